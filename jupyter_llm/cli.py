@@ -1,0 +1,61 @@
+"""Command line: `python -m jupyter_llm train --model mlp --data digits --epochs 5`.
+
+The same option spec as `%%train`, with built-in model and dataset names; prints text progress and the final
+metrics. A user mistake prints one line to stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from jupyter_llm.errors import JupyterLLMError
+
+USAGE = """usage: python -m jupyter_llm train --model mlp|cnn --data NAME [options]
+       python -m jupyter_llm train --help"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command != "train":
+        print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    from jupyter_llm.ipython.parse import parse_train_line, train_help
+
+    if "-h" in rest or "--help" in rest:
+        print(train_help("python -m jupyter_llm train"))
+        return 0
+    try:
+        run = train(rest)
+    except JupyterLLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    final = {k: v[-1] for k, v in run.history.items() if v}
+    if run.test_metrics:
+        final.update({f"test_{k}": v for k, v in run.test_metrics.items()})
+    print(json.dumps({"reason": run.reason, "step": run.step, **{k: round(v, 6) for k, v in final.items()}}))
+    return 0
+
+
+def train(argv: list[str]):
+    import shlex
+
+    from jupyter_llm import models
+    from jupyter_llm.data.coerce import as_dataset
+    from jupyter_llm.fit import fit
+    from jupyter_llm.ipython.parse import parse_train_line
+
+    args = parse_train_line(shlex.join(argv), prog="python -m jupyter_llm train")
+    options = dict(args.fit_options)
+    options.setdefault("display", "text")
+    dataset = as_dataset(args.data)
+    model = models.build(args.model, dataset, seed=options.get("seed", 0))
+    return fit(model, dataset, **options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""FitConfig: every setting of a fit, frozen, documented and validated once at the boundary.
+
+Each field's metadata carries its help text (and for named choices, the accepted names). `options.py` derives the
+magic's options, `%%train?`, the command line and `fit`'s keyword check from these fields, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_llm.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
+DISPLAYS = ("auto", "widget", "html", "text", "none")
+
+
+def _opt(default, help, choices=None, cli=True, **extra):
+    return field(default=default, metadata={"help": help, "choices": choices, "cli": cli, **extra})
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The frozen configuration of one fit (bound as `run.config`)."""
+
+    epochs: int = _opt(10, "passes over the training split")
+    steps: int | None = _opt(None, "train for this many steps instead of --epochs (language models)")
+    batch_size: int = _opt(32, "examples per training step")
+    lr: float = _opt(1e-3, "learning rate")
+    optimizer: Any = _opt("adam", "optimizer name, or an optax GradientTransformation (a namespace name in the magic)",
+                          OPTIMIZERS)
+    momentum: float = _opt(0.9, "momentum of the 'momentum' optimizer (and beta1 of adam/adamw)")
+    weight_decay: float = _opt(0.0, "decoupled weight decay for adamw, L2 penalty for the others")
+    clip: float | None = _opt(None, "clip gradients to this global norm")
+    loss: Any = _opt(None, "loss name or callable(outputs, labels) -> per-example loss; default from the labels",
+                     LOSSES)
+    val_split: float = _opt(0.0, "fraction of train held out for validation when the data has no validation split")
+    eval_every: int | None = _opt(None, "evaluate every N steps (default: at the end of each epoch)")
+    seed: int = _opt(0, "seed of data order, validation split and dropout of built-in models")
+    display: str = _opt("auto", "progress display: auto, widget, html, text or none", DISPLAYS)
+    steps_per_dispatch: int | None = _opt(None, "training steps per compiled call (default: chosen from the step's cost)")
+
+    def __post_init__(self):
+        _check_int(self, "epochs", minimum=1)
+        if self.steps is not None:
+            _check_int(self, "steps", minimum=1)
+        _check_int(self, "batch_size", minimum=1)
+        _check_float(self, "lr", minimum=0.0, strict=True)
+        _check_float(self, "momentum", minimum=0.0, maximum=1.0)
+        _check_float(self, "weight_decay", minimum=0.0)
+        if self.clip is not None:
+            _check_float(self, "clip", minimum=0.0, strict=True)
+        _check_float(self, "val_split", minimum=0.0, maximum=1.0)
+        if not self.val_split < 1.0:
+            raise ConfigError(f"val_split={self.val_split} leaves no training data; use a fraction like 0.2.")
+        if self.eval_every is not None:
+            _check_int(self, "eval_every", minimum=1)
+        _check_int(self, "seed", minimum=0)
+        if self.steps_per_dispatch is not None:
+            _check_int(self, "steps_per_dispatch", minimum=1)
+        _check_choice(self, "optimizer", OPTIMIZERS, allow_object=True)
+        _check_choice(self, "loss", LOSSES, allow_object=True, allow_none=True)
+        _check_choice(self, "display", DISPLAYS)
+
+    def to_dict(self) -> dict:
+        """Plain values for a run card or a JSON file (objects shown by their repr)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else _describe(v)
+        return out
+
+
+def _describe(obj) -> str:
+    return getattr(obj, "__name__", None) or type(obj).__name__
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_int(cfg, name, minimum=None):
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            object.__setattr__(cfg, name, int(v))
+            v = int(v)
+        else:
+            raise ConfigError(f"{_flag(name)} must be a whole number, got {v!r}.")
+    if minimum is not None and v < minimum:
+        raise ConfigError(f"{_flag(name)} must be at least {minimum}, got {v}.")
+
+
+def _check_float(cfg, name, minimum=None, maximum=None, strict=False):
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{_flag(name)} must be a number, got {v!r}.")
+    v = float(v)
+    object.__setattr__(cfg, name, v)
+    if not math.isfinite(v):
+        raise ConfigError(f"{_flag(name)} must be finite, got {v}.")
+    if minimum is not None and (v <= minimum if strict else v < minimum):
+        bound = "greater than" if strict else "at least"
+        raise ConfigError(f"{_flag(name)} must be {bound} {minimum}, got {v}.")
+    if maximum is not None and v > maximum:
+        raise ConfigError(f"{_flag(name)} must be at most {maximum}, got {v}.")
+
+
+def _check_choice(cfg, name, choices, allow_object=False, allow_none=False):
+    v = getattr(cfg, name)
+    if v is None and allow_none:
+        return
+    if isinstance(v, str):
+        key = v.strip().lower().replace("-", "_")
+        if key in choices:
+            object.__setattr__(cfg, name, key)
+            return
+        close = difflib.get_close_matches(key, choices, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{_flag(name)} {v!r} is not one of: {', '.join(choices)}.{hint}")
+    if allow_object and v is not None:
+        return
+    raise ConfigError(f"{_flag(name)} must be one of: {', '.join(choices)}; got {v!r}.")
+
+
+def config_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(FitConfig))
+
+
+def make_config(**kwargs) -> FitConfig:
+    """Build a FitConfig, turning an unknown keyword into a ConfigError that suggests the closest name."""
+    names = [f.name for f in dataclasses.fields(FitConfig)]
+    for key in kwargs:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"Unknown fit option {key!r}.{hint} Options: {', '.join(names)}.")
+    return FitConfig(**kwargs)

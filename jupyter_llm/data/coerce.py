@@ -1,0 +1,123 @@
+"""Turn whatever the user passed as data into a checked `Dataset`.
+
+All checks a user can fail live here, with messages that name the split, the shapes and the fix: wrong container,
+mismatched lengths, non-numeric or NaN inputs, empty splits, labels out of range.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from jupyter_llm.data.dataset import Dataset
+from jupyter_llm.errors import ConfigError, DataError
+
+ACCEPTED = ("an (x, y) tuple of arrays, a dict with 'train' (and optional 'validation', 'test') entries, "
+            "a jupyter_llm.datasets.Dataset, or a built-in dataset name such as 'digits'")
+_SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
+                  "test": "test"}
+
+
+def as_dataset(data: Any, *, val_split: float = 0.0, seed: int = 0) -> Dataset:
+    """Coerce, check, and (with `val_split`) carve a validation split from train."""
+    ds = _coerce(data)
+    ds = ds.replace(train=_check_split(ds.train, "train"),
+                    validation=_check_split(ds.validation, "validation"),
+                    test=_check_split(ds.test, "test"))
+    if val_split:
+        if ds.validation is not None:
+            raise ConfigError("The data already has a validation split, so --val-split has nothing to do: "
+                              "drop --val-split, or pass only the training arrays.")
+        ds = _carve_validation(ds, val_split, seed)
+    _check_labels(ds)
+    return ds
+
+
+def _coerce(data: Any) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, str):
+        from jupyter_llm.data.builtin import load
+
+        return load(data)
+    if isinstance(data, Mapping):
+        unknown = [k for k in data if k not in _SPLIT_ALIASES]
+        if unknown or "train" not in data:
+            raise DataError(f"A data dict needs a 'train' entry and may have 'validation' and 'test'; "
+                            f"got keys {sorted(map(str, data))}.")
+        splits = {_SPLIT_ALIASES[k]: v for k, v in data.items()}
+        return Dataset(train=splits["train"], validation=splits.get("validation"), test=splits.get("test"))
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return Dataset(train=tuple(data))
+    raise DataError(f"Cannot train on a {type(data).__name__}: data must be {ACCEPTED}.")
+
+
+def _as_array(a, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(a)  # also pulls JAX arrays to the host once, before placement
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's data
+        raise DataError(f"{what} could not be read as an array ({exc}).") from None
+    if arr.dtype == object or arr.dtype.kind in "USV":
+        raise DataError(f"{what} has dtype {arr.dtype}; it must be numeric (float or int). "
+                        "Convert it, e.g. with np.asarray(x, dtype=np.float32).")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.float32)
+    elif arr.dtype.kind == "f" and arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    elif arr.dtype.kind in "iu" and arr.dtype.itemsize > 4:
+        arr = arr.astype(np.int32)
+    return arr
+
+
+def _check_split(split, name: str):
+    if split is None:
+        return None
+    if not isinstance(split, (tuple, list)) or len(split) != 2:
+        raise DataError(f"The {name} split must be an (x, y) pair of arrays, got {type(split).__name__}.")
+    x = _as_array(split[0], f"The {name} inputs")
+    y = _as_array(split[1], f"The {name} labels")
+    if x.ndim == 0 or y.ndim == 0:
+        raise DataError(f"The {name} split needs arrays with an example dimension; got shapes {x.shape} and {y.shape}.")
+    if len(x) != len(y):
+        raise DataError(f"The {name} split has {len(x)} inputs but {len(y)} labels; they must have the same length.")
+    if len(x) == 0:
+        raise DataError(f"The {name} split is empty; it needs at least one example.")
+    for arr, what in ((x, "inputs"), (y, "labels")):
+        if arr.dtype.kind == "f":
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                first = int(np.argwhere(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))[0, 0])
+                raise DataError(f"The {name} {what} contain {bad} NaN or infinite values (first in example {first}); "
+                                "clean or impute them before training, e.g. np.nan_to_num(x).")
+    return (x, y)
+
+
+def _carve_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    x, y = ds.train
+    n_val = int(round(len(x) * fraction))
+    if n_val < 1 or n_val >= len(x):
+        raise ConfigError(f"--val-split {fraction} of {len(x)} training examples leaves {n_val} for validation and "
+                          f"{len(x) - n_val} for training; both need at least one.")
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, train = order[:n_val], order[n_val:]
+    return ds.replace(train=(x[train], y[train]), validation=(x[val], y[val]))
+
+
+def _check_labels(ds: Dataset) -> None:
+    if ds.num_classes is None:
+        return
+    for name, split in (("train", ds.train), ("validation", ds.validation), ("test", ds.test)):
+        if split is not None:
+            check_class_labels(split[1], ds.num_classes, name)
+
+
+def check_class_labels(y: np.ndarray, num_classes: int, split: str) -> None:
+    """Integer class labels must lie in [0, num_classes)."""
+    if y.dtype.kind not in "iu" or y.size == 0:
+        return
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        raise DataError(f"The {split} labels range over [{lo}, {hi}] but the model has {num_classes} classes; "
+                        f"labels must be integers in [0, {num_classes - 1}]. Check the labels or give the model "
+                        f"num_classes={hi + 1}.")

@@ -1,0 +1,93 @@
+"""`%%train` / `%train`: run the cell body, resolve names in the notebook, call `jl.fit`, bind the Run.
+
+The magic only parses, resolves and binds; everything else is `jupyter_llm.fit`, the same function a script calls.
+A user mistake becomes one `UsageError` line, and nothing in the namespace changes until a fit has run.
+"""
+
+from __future__ import annotations
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from jupyter_llm.errors import JupyterLLMError
+from jupyter_llm.ipython.parse import parse_train_line, train_help
+
+_FIT_OBJECT_OPTIONS = ("optimizer", "loss")  # options that may name an object in the namespace
+
+
+@magics_class
+class TrainMagics(Magics):
+    @line_cell_magic
+    def train(self, line: str, cell: str | None = None):
+        try:
+            args = parse_train_line(line)
+        except JupyterLLMError as exc:
+            raise UsageError(str(exc)) from None
+        if cell and cell.strip():
+            result = self.shell.run_cell(cell, store_history=False)
+            if not result.success:
+                raise UsageError("The cell body raised an error (shown above), so training did not start.")
+        model, data, options = self._resolve(args)
+        import jupyter_llm as jl
+
+        try:
+            run = jl.fit(model, data, **options)
+        except JupyterLLMError as exc:
+            raise UsageError(str(exc)) from None
+        self.shell.push({args.out: run})
+
+    def _resolve(self, args):
+        ns = self.shell.user_ns
+        if args.model not in ns:
+            raise UsageError(f"--model {args.model!r} names nothing in the notebook. Define it in the cell body, "
+                             f"e.g. {args.model} = jl.models.MLP(...), or pass --model NAME.")
+        from flax import nnx
+
+        model = ns[args.model]
+        if not isinstance(model, nnx.Module):
+            raise UsageError(f"--model {args.model!r} is {_a(type(model).__name__)}, not a flax.nnx.Module. Pass the "
+                             "name of a model, e.g. jl.models.MLP(...) or your own nnx.Module subclass.")
+        if args.data in ns:
+            data = ns[args.data]
+        else:
+            from jupyter_llm.data.builtin import available
+
+            if args.data not in available():
+                raise UsageError(f"--data {args.data!r} names nothing in the notebook and is not a built-in dataset "
+                                 f"({', '.join(available())}). Define it, e.g. {args.data} = "
+                                 "jl.datasets.load('digits') or (x, y), or pass --data NAME.")
+            data = args.data
+        options = dict(args.fit_options)
+        for name in _FIT_OBJECT_OPTIONS:
+            value = options.get(name)
+            if isinstance(value, str) and value in ns and not isinstance(ns[value], str):
+                options[name] = ns[value]
+        return model, data, options
+
+
+TrainMagics.train.__doc__ = ("Train a Flax NNX model in one cell (the same as jupyter_llm.fit).\n\n"
+                             "The cell body runs first as ordinary Python; then the model named by --model is trained "
+                             "on --data and the resulting Run is bound to --out.\n\n" + train_help())
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
+_LOADED_MESSAGE = ("jupyter_llm {version}: %%train is ready (%%train? lists the options); "
+                   "`jl` (jupyter_llm) and `nnx` (flax.nnx) are in the namespace.")
+
+
+def load(ipython) -> None:
+    import jupyter_llm
+
+    ipython.register_magics(TrainMagics)
+    from flax import nnx
+
+    ipython.push({"jl": jupyter_llm, "nnx": nnx})
+    print(_LOADED_MESSAGE.format(version=jupyter_llm.__version__))
+
+
+def unload(ipython) -> None:
+    magics = ipython.magics_manager.magics
+    for kind in ("line", "cell"):
+        magics[kind].pop("train", None)

@@ -1,0 +1,102 @@
+"""The one option spec: magic options, `jl.fit` keywords, `%%train?` help and the command line come from here.
+
+The fit options are the fields of `FitConfig`; the magic adds the names of the objects it works on
+(`--model`, `--data`, `--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, dataclass
+from typing import Any
+
+from jupyter_llm.config import config_fields
+from jupyter_llm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # python name: batch_size
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+    fit_option: bool = True  # False: magic-only (names in the notebook namespace)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+MAGIC_OPTIONS = (
+    Option("model", str, "model", "name of the nnx.Module to train in the notebook namespace", fit_option=False),
+    Option("data", str, "data",
+           "name of the data in the namespace: (x, y), a dict of splits, a Dataset, or a built-in name "
+           "such as digits", fit_option=False),
+    Option("out", str, "run", "name to bind the result (a Run) to", fit_option=False),
+)
+
+
+def _python_type(annotation: str) -> type:
+    base = annotation.split("|")[0].strip()
+    return {"int": int, "float": float}.get(base, str)
+
+
+def fit_options() -> tuple[Option, ...]:
+    out = []
+    for f in config_fields():
+        default = f.default if f.default is not MISSING else None
+        out.append(Option(f.name, _python_type(str(f.type)), default, f.metadata["help"], f.metadata.get("choices")))
+    return tuple(out)
+
+
+def all_options() -> tuple[Option, ...]:
+    return MAGIC_OPTIONS + fit_options()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of printing usage and exiting the kernel."""
+
+    def error(self, message):
+        raise ConfigError(f"{message}. See %%train? for the options.")
+
+    def exit(self, status=0, message=None):  # --help inside a magic line
+        raise ConfigError(self.format_help())
+
+
+def build_parser(prog: str = "%%train", options=None) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, add_help=False, allow_abbrev=False,
+                     description="Train a Flax NNX model. Every option is also a keyword of jupyter_llm.fit.")
+    for opt in options or all_options():
+        default_text = "auto" if opt.default is None else opt.default
+        parser.add_argument(opt.flag, dest=opt.name, type=_typed(opt), default=argparse.SUPPRESS,
+                            metavar=opt.name.upper(), help=f"{opt.help} (default: {default_text})")
+    return parser
+
+
+def _typed(opt: Option):
+    def convert(text: str):
+        if opt.type is str:
+            return text
+        if text.lower() in ("none", "auto"):
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or (opt.type is int and not value.is_integer()):
+            kind = "a whole number" if opt.type is int else "a number"
+            raise argparse.ArgumentTypeError(f"expects {kind}, got {text!r}")
+        return int(value) if opt.type is int else value
+
+    convert.__name__ = opt.type.__name__
+    return convert
+
+
+def options_table_markdown() -> str:
+    """The README's options table."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for opt in all_options():
+        default = "auto" if opt.default is None else opt.default
+        rows.append(f"| `{opt.flag}` | `{default}` | {opt.help} |")
+    return "\n".join(rows)

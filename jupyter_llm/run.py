@@ -1,0 +1,131 @@
+"""Run: what a fit leaves behind — the trained model, its history and configuration, and ways to use them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jupyter_llm.data.coerce import _check_split
+from jupyter_llm.data.dataset import Dataset
+from jupyter_llm.errors import DataError
+from jupyter_llm.train.state import split_model
+from jupyter_llm.train.step import ordered_plan
+
+PREDICT_BATCH = 1024
+
+
+class Run:
+    """The result of `fit` / `%%train`.
+
+    `model` is the user's model object, which holds the trained weights; `history` maps each logged quantity
+    (`loss`, `val_loss`, `accuracy`, `val_accuracy`, ...) to its per-epoch values; `config` is the frozen
+    configuration; `reason` says how the fit ended (completed, interrupted, nan, ...).
+    """
+
+    def __init__(self, *, model, config, dataset: Dataset, history_sink, steps, loss_name: str, state):
+        self.model = model
+        self.config = config
+        self.dataset = dataset
+        self._sink = history_sink
+        self._steps = steps
+        self.loss_name = loss_name
+        self.state = state  # the final TrainState (optimizer included), for resuming
+
+    # -- what happened ---------------------------------------------------------------------------------------
+    @property
+    def history(self) -> dict[str, list[float]]:
+        return self._sink.history
+
+    @property
+    def log(self) -> list[dict]:
+        return self._sink.log
+
+    @property
+    def trace(self) -> list[tuple[int, float]]:
+        """(step, training loss) pairs at the reporting cadence, thinned to a bounded length."""
+        return self._sink.trace
+
+    @property
+    def reason(self) -> str:
+        return self._sink.end.reason if self._sink.end else "failed"
+
+    @property
+    def step(self) -> int:
+        return self._sink.end.step if self._sink.end else 0
+
+    @property
+    def test_metrics(self) -> dict[str, float] | None:
+        return self._sink.end.test_metrics if self._sink.end else None
+
+    @property
+    def compile_seconds(self) -> float:
+        return self._sink.end.compile_seconds if self._sink.end else 0.0
+
+    @property
+    def elapsed(self) -> float:
+        return self._sink.end.elapsed if self._sink.end else 0.0
+
+    # -- using the model -------------------------------------------------------------------------------------
+    def _weights(self):
+        _, params, rest = split_model(self.model, train=False)
+        return params, rest
+
+    def evaluate(self, split_or_arrays: Any = "test") -> dict[str, float]:
+        """Loss and metrics of the current model on a split name ("train", "validation", "test") or `(x, y)`."""
+        if isinstance(split_or_arrays, str):
+            split = getattr(self.dataset, split_or_arrays, None) if split_or_arrays in (
+                "train", "validation", "test") else None
+            if split is None:
+                have = [k for k, v in self.dataset.sizes().items() if v]
+                raise DataError(f"This run's data has no {split_or_arrays!r} split; it has {', '.join(have)}. "
+                                "Pass a split name or an (x, y) pair.")
+        elif isinstance(split_or_arrays, Dataset):
+            split = split_or_arrays.test or split_or_arrays.validation or split_or_arrays.train
+        else:
+            split = split_or_arrays
+        x, y = _check_split(split, "evaluation")
+        batch = min(self.config.batch_size * 8, len(x))
+        idx, w = ordered_plan(len(x), batch)
+        params, rest = self._weights()
+        sums = jax.device_get(self._steps.eval_split(params, rest, (jnp.asarray(x), jnp.asarray(y)), idx, w))
+        count = float(sums.pop("count"))
+        return {k: float(v) / count for k, v in sums.items()}
+
+    def predict(self, x) -> np.ndarray:
+        """Model outputs (logits for classifiers) for inputs `x`, computed in batches with the eval-mode model."""
+        x = np.asarray(x)
+        if x.dtype.kind == "f" and x.dtype != np.float32:
+            x = x.astype(np.float32)
+        params, rest = self._weights()
+        outs = [self._steps.predict(params, rest, jnp.asarray(x[i:i + PREDICT_BATCH]))
+                for i in range(0, len(x), PREDICT_BATCH)]
+        return np.concatenate(jax.device_get(outs)) if outs else np.zeros((0,))
+
+    # -- display ---------------------------------------------------------------------------------------------
+    def summary(self) -> str:
+        last = {k: v[-1] for k, v in self.history.items() if v}
+        parts = [f"Run({type(self.model).__name__}, {self.reason} at step {self.step}"]
+        if last:
+            parts.append(", " + " ".join(f"{k}={v:.4g}" for k, v in last.items()))
+        if self.test_metrics:
+            parts.append(", " + " ".join(f"test_{k}={v:.4g}" for k, v in self.test_metrics.items()))
+        return "".join(parts) + ")"
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def _report(self):
+        try:
+            from jupyter_llm.sinks.report import Report
+        except ImportError:
+            return None
+        if self._sink.start is None or self._sink.end is None:
+            return None
+        return Report(self._sink.start, self._sink.end, trace=self.trace, log=self.log)
+
+    def _repr_html_(self):
+        report = self._report()
+        return report._repr_html_() if report is not None else None

@@ -1,0 +1,1 @@
+"""Consumers of progress events: history (always on), text, widget, HTML, report."""

@@ -1,0 +1,87 @@
+"""TextSink: compact text progress for terminals, CI and front ends without HTML.
+
+`live=True` (a notebook with `--display text`) rewrites one line in place with a carriage return, at most a few
+times per second; otherwise it prints at most one line per epoch (or evaluation), so logs stay short.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from jupyter_llm import events as ev
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def format_metrics(metrics, keys=None) -> str:
+    items = [(k, v) for k, v in metrics.items() if keys is None or k in keys]
+    return " ".join(f"{k} {v:.4g}" for k, v in items)
+
+
+def format_rate(value: float, unit: str) -> str:
+    short = {"examples": "ex/s", "tokens": "tok/s"}.get(unit, unit + "/s")
+    return f"{value / 1000:.1f}k {short}" if value >= 10_000 else f"{value:.0f} {short}"
+
+
+class TextSink:
+    def __init__(self, stream=None, live: bool = False, interval: float = 0.5):
+        self.stream = stream or sys.stdout
+        self.live = live
+        self.interval = interval
+        self._last = 0.0
+        self._start: ev.FitStart | None = None
+        self._progress: ev.Progress | None = None
+        self._line_open = False
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def _println(self, text: str) -> None:
+        if self._line_open:
+            self._write("\r" + " " * 100 + "\r")
+            self._line_open = False
+        self._write(text + "\n")
+
+    def on(self, event) -> None:
+        if isinstance(event, ev.FitStart):
+            self._start = event
+            sizes = ", ".join(f"{k} {v}" for k, v in event.split_sizes.items() if v)
+            self._println(f"{event.model_name} ({event.param_count:,} params) on {event.devices} | {sizes} | "
+                          f"batch {event.batch_size}, {event.steps_total} steps")
+        elif isinstance(event, ev.CompileEnd):
+            what = "reused compiled steps" if event.cached else "compiled"
+            self._println(f"{what} in {event.seconds:.2f}s")
+        elif isinstance(event, ev.Progress):
+            self._progress = event
+            now = time.monotonic()
+            if self.live and now - self._last >= self.interval:
+                self._last = now
+                self._write("\r" + self._progress_line(event)[:100].ljust(100))
+                self._line_open = True
+        elif isinstance(event, ev.EpochEnd):
+            p = self._progress
+            rate = f" | {format_rate(p.units_per_s, self._start.unit)}" if p and self._start else ""
+            eta = f" | ETA {format_duration(p.eta)}" if p else ""
+            total = self._start.epochs if self._start else "?"
+            self._println(f"epoch {event.epoch}/{total} step {event.step} | {format_metrics(event.logs)}{rate} | "
+                          f"{format_duration(event.elapsed)}{eta}")
+        elif isinstance(event, ev.Eval) and event.split == "test":
+            self._println(f"test: {format_metrics(event.metrics)}")
+        elif isinstance(event, ev.FitEnd):
+            note = f" ({event.message})" if event.message else ""
+            self._println(f"{event.reason} at step {event.step} in {format_duration(event.elapsed)}{note}")
+
+    def _progress_line(self, p: ev.Progress) -> str:
+        unit = self._start.unit if self._start else "examples"
+        total = self._start.epochs if self._start else "?"
+        return (f"epoch {p.epoch}/{total} step {p.step}/{p.steps_total} | {format_metrics(p.metrics, ('loss', 'accuracy'))}"
+                f" | {format_rate(p.units_per_s, unit)} | {format_duration(p.elapsed)} ETA {format_duration(p.eta)}")

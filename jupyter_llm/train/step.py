@@ -1,0 +1,132 @@
+"""The compiled steps: the only place `jax.jit` is applied to training code.
+
+`train_chunk(state, data, idx, w, start)` runs K training steps in one dispatch through `lax.scan`: it gathers each
+batch from device-resident data with the epoch's index plan, so there is no host-to-device copy per step, and it
+returns the metric *sums* of those steps as small device arrays that the host reads only at the display cadence.
+A step whose example weights are all zero (padding at the end of an epoch) or that comes after a non-finite loss is
+skipped, so weights always hold the last finite update.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jupyter_llm.train.state import TrainState
+
+Gather = Callable  # (data, idx[B]) -> (x, y)
+
+
+def gather_rows(data, idx):
+    """Batch from in-memory arrays: rows `idx` of x and y."""
+    x, y = data
+    return x[idx], y[idx]
+
+
+class StepFns(NamedTuple):
+    train_chunk: Callable  # (state, data, idx[S,B], w[S,B], start) -> (state, sums)
+    eval_split: Callable  # (params, rest, data, idx[S,B], w[S,B]) -> sums
+    predict: Callable  # (params, rest, x) -> outputs
+    metric_names: tuple
+
+
+def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, steps_per_call: int,
+                  gather: Gather = gather_rows, batch_sharding=None) -> StepFns:
+    names = ("loss", *metrics)
+
+    def constrain(x):
+        return x if batch_sharding is None else jax.lax.with_sharding_constraint(x, batch_sharding)
+
+    def batch_sums(out, y, w):
+        sums = {"loss": jnp.sum(loss_fn(out, y) * w)}
+        for name, fn in metrics.items():
+            sums[name] = jnp.sum(fn(out, y) * w)
+        return sums
+
+    def train_step(state: TrainState, x, y, w):
+        wsum = jnp.sum(w)
+
+        def objective(params):
+            model = nnx.merge(graphdef_train, params, state.rest)
+            out = model(x)
+            loss = jnp.sum(loss_fn(out, y) * w) / jnp.maximum(wsum, 1.0)
+            return loss, (out, nnx.split(model, nnx.Param, ...)[2])
+
+        (loss, (out, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        advanced = TrainState(params, rest, opt_state, state.step + 1, state.bad_step)
+        held = state._replace(bad_step=state.step + 1)  # keep the last finite weights, mark the bad step
+        new_state = jax.lax.cond(ok, lambda a, b: a, lambda a, b: b, advanced, held)
+        sums = batch_sums(jax.lax.stop_gradient(out), y, w)
+        sums = {k: jnp.where(ok, v, 0.0) for k, v in sums.items()}
+        sums.update(count=jnp.where(ok, wsum, 0.0), grad_norm=jnp.where(ok, grad_norm, 0.0),
+                    steps=jnp.where(ok, 1.0, 0.0))
+        return new_state, sums
+
+    zero_sums = {k: jnp.zeros((), jnp.float32) for k in (*names, "count", "grad_norm", "steps")}
+
+    def train_chunk(state, data, idx, w, start):
+        idx_k = jax.lax.dynamic_slice_in_dim(idx, start, steps_per_call)
+        w_k = jax.lax.dynamic_slice_in_dim(w, start, steps_per_call)
+
+        def body(state, iw):
+            i, wb = iw
+            x, y = gather(data, i)
+            active = (jnp.sum(wb) > 0) & (state.bad_step < 0)
+            return jax.lax.cond(active, train_step, lambda s, *_: (s, zero_sums), state, constrain(x), y, wb)
+
+        state, sums = jax.lax.scan(body, state, (idx_k, w_k))
+        sums = {k: jnp.sum(v.astype(jnp.float32)) for k, v in sums.items()}
+        sums["bad_step"] = state.bad_step
+        sums["step"] = state.step
+        return state, sums
+
+    def eval_split(params, rest, data, idx, w):
+        model = nnx.merge(graphdef_eval, params, rest)
+
+        def body(acc, iw):
+            i, wb = iw
+            x, y = gather(data, i)
+            sums = batch_sums(model(constrain(x)), y, wb)
+            sums["count"] = jnp.sum(wb)
+            return {k: acc[k] + v for k, v in sums.items()}, None
+
+        init = {k: jnp.zeros((), jnp.float32) for k in (*names, "count")}
+        return jax.lax.scan(body, init, (idx, w))[0]
+
+    def predict(params, rest, x):
+        return nnx.merge(graphdef_eval, params, rest)(x)
+
+    return StepFns(
+        train_chunk=jax.jit(train_chunk, donate_argnums=0),
+        eval_split=jax.jit(eval_split),
+        predict=jax.jit(predict),
+        metric_names=names,
+    )
+
+
+def epoch_plan(key, epoch, *, n: int, batch_size: int, padded_steps: int, step_limit):
+    """Index plan of one epoch: a permutation of `n` examples cut into `padded_steps` batches.
+
+    Weights are 0 for padding past the data and for steps at or beyond `step_limit` (a fit given in steps), so
+    every chunk has the same shape and one compiled program serves every epoch.
+    """
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    pos = jnp.arange(padded_steps * batch_size)
+    idx = perm[pos % n].reshape(padded_steps, batch_size)
+    w = ((pos < n) & (pos // batch_size < step_limit)).astype(jnp.float32).reshape(padded_steps, batch_size)
+    return idx, w
+
+
+def ordered_plan(n: int, batch_size: int):
+    """Index plan for evaluation: every example once, in order, the last batch padded with weight 0."""
+    steps = -(-n // batch_size)
+    pos = jnp.arange(steps * batch_size)
+    return (pos % n).reshape(steps, batch_size), (pos < n).astype(jnp.float32).reshape(steps, batch_size)
