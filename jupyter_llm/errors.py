@@ -5,6 +5,11 @@ Every message says what was wrong and how to fix it. The magic turns any `Jupyte
 """
 
 
+def a_or_an(noun: str) -> str:
+    """'an int', 'a list': for messages that name the type the user passed."""
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
 class JupyterLLMError(Exception):
     """Base class: a mistake in how the library was called, never a bug in the library."""
 

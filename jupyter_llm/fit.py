@@ -25,6 +25,7 @@ from jupyter_llm.train import loop as loop_mod
 from jupyter_llm.train.interrupt import stop_on_interrupt
 from jupyter_llm.train.losses import resolve_loss
 from jupyter_llm.train.optim import make_optimizer, optimizer_key
+from jupyter_llm.train.sharding import data_parallel
 from jupyter_llm.train.state import count_params, init_state, split_model
 from jupyter_llm.train.step import epoch_plan, make_step_fns, ordered_plan
 
@@ -62,7 +63,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
             emit(ev.CompileStart())
             compile_end = prepared.compile()
             emit(compile_end)
-            state = init_state(prepared.params, prepared.rest, prepared.tx)
+            state = prepared.placement.put(init_state(prepared.params, prepared.rest, prepared.tx))
             loop = loop_mod.Loop(prepared.loop_plan(), state, stop)
             for event in loop.events():
                 emit(event)
@@ -108,11 +109,6 @@ def _display_sinks(mode: str) -> list:
     return make_display_sinks(mode)
 
 
-def _device_summary() -> str:
-    devices = jax.devices()
-    return f"{devices[0].platform} x {len(devices)}"
-
-
 class _Prepared:
     """The checked, placed and compiled pieces of one fit."""
 
@@ -140,10 +136,11 @@ class _Prepared:
             requested=config.steps_per_dispatch, on_cpu=jax.devices()[0].platform == "cpu")
         self.calls_per_epoch = -(-self.steps_per_epoch // self.k)
         self.padded_steps = self.calls_per_epoch * self.k
-        self.device_data = {name: (jnp.asarray(split[0]), jnp.asarray(split[1]))
+        self.placement = data_parallel(config.batch_size)
+        self.device_data = {name: self.placement.put((split[0], split[1]))
                             for name, split in (("train", dataset.train), ("validation", dataset.validation),
                                                 ("test", dataset.test)) if split is not None}
-        self.eval_plans = {name: ordered_plan(len(arrs[0]), config.batch_size)
+        self.eval_plans = {name: self.placement.put(ordered_plan(len(arrs[0]), config.batch_size))
                            for name, arrs in self.device_data.items() if name != "train"}
         self.data_key = jax.random.fold_in(jax.random.key(config.seed), 1)
 
@@ -185,7 +182,7 @@ class _Prepared:
     def fit_start(self) -> ev.FitStart:
         c = self.config
         return ev.FitStart(config=c, model_name=type(self.model).__name__, param_count=count_params(self.params),
-                           devices=_device_summary(), batch_size=c.batch_size, steps_total=self.steps_total,
+                           devices=self.placement.describe(), batch_size=c.batch_size, steps_total=self.steps_total,
                            steps_per_epoch=self.steps_per_epoch, epochs=self.epochs,
                            split_sizes=self.dataset.sizes(), unit="examples", units_per_step=self.units_per_step)
 
@@ -193,7 +190,7 @@ class _Prepared:
         shapes = tuple((k, tuple(a.shape), str(a.dtype)) for k, arrs in self.device_data.items() for a in arrs)
         return (self.graphdef_train, self.graphdef_eval, optimizer_key(self.config), self.loss_name,
                 id(self.loss_fn) if self.loss_name not in ("cross_entropy", "mse", "binary_cross_entropy") else 0,
-                self.k, self.config.batch_size, self.padded_steps, shapes)
+                self.k, self.config.batch_size, self.padded_steps, shapes, self.placement.mesh)
 
     def compile(self) -> ev.CompileEnd:
         """Compile the train chunk and the evaluations ahead of time, or reuse this session's."""
@@ -203,7 +200,7 @@ class _Prepared:
             self.steps, self.compiled, flops = _COMPILED[key]
             return ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=flops, cached=True)
         self.steps = make_step_fns(self.graphdef_train, self.graphdef_eval, self.tx, self.loss_fn, self.metrics,
-                                   self.k)
+                                   self.k, self.placement)
         state = jax.eval_shape(lambda: init_state(self.params, self.rest, self.tx))
         idx, w = jax.eval_shape(lambda: self._plan(self.data_key, 0, 1))
         lowered = self.steps.train_chunk.lower(state, self.device_data["train"], idx, w, 0)
@@ -211,7 +208,8 @@ class _Prepared:
         for name, (pidx, pw) in self.eval_plans.items():
             compiled[name] = self.steps.eval_split.lower(self.params, self.rest, self.device_data[name], pidx,
                                                          pw).compile()
-        compiled["plan"] = jax.jit(self._plan).lower(self.data_key, 0, 1).compile()
+        compiled["plan"] = jax.jit(self._plan, out_shardings=self.placement.replicated).lower(
+            self.data_key, 0, 1).compile()
         flops = _flops_per_step(compiled["train"], self.k)
         self.compiled = compiled
         _COMPILED[key] = (self.steps, compiled, flops)

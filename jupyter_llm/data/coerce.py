@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jupyter_llm.data.dataset import Dataset
-from jupyter_llm.errors import ConfigError, DataError
+from jupyter_llm.errors import ConfigError, DataError, a_or_an
 
 ACCEPTED = ("an (x, y) tuple of arrays, a dict with 'train' (and optional 'validation', 'test') entries, "
             "a jupyter_llm.datasets.Dataset, or a built-in dataset name such as 'digits'")
@@ -50,7 +50,7 @@ def _coerce(data: Any) -> Dataset:
         return Dataset(train=splits["train"], validation=splits.get("validation"), test=splits.get("test"))
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return Dataset(train=tuple(data))
-    raise DataError(f"Cannot train on a {type(data).__name__}: data must be {ACCEPTED}.")
+    raise DataError(f"Cannot train on {a_or_an(type(data).__name__)}: data must be {ACCEPTED}.")
 
 
 def _as_array(a, what: str) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from jupyter_llm.errors import JupyterLLMError
+from jupyter_llm.errors import JupyterLLMError, a_or_an
 from jupyter_llm.ipython.parse import parse_train_line, train_help
 
 _FIT_OBJECT_OPTIONS = ("optimizer", "loss")  # options that may name an object in the namespace
@@ -45,7 +45,7 @@ class TrainMagics(Magics):
 
         model = ns[args.model]
         if not isinstance(model, nnx.Module):
-            raise UsageError(f"--model {args.model!r} is {_a(type(model).__name__)}, not a flax.nnx.Module. Pass the "
+            raise UsageError(f"--model {args.model!r} is {a_or_an(type(model).__name__)}, not a flax.nnx.Module. Pass the "
                              "name of a model, e.g. jl.models.MLP(...) or your own nnx.Module subclass.")
         if args.data in ns:
             data = ns[args.data]
@@ -68,10 +68,6 @@ class TrainMagics(Magics):
 TrainMagics.train.__doc__ = ("Train a Flax NNX model in one cell (the same as jupyter_llm.fit).\n\n"
                              "The cell body runs first as ordinary Python; then the model named by --model is trained "
                              "on --data and the resulting Run is bound to --out.\n\n" + train_help())
-
-def _a(noun: str) -> str:
-    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
-
 
 _LOADED_MESSAGE = ("jupyter_llm {version}: %%train is ready (%%train? lists the options); "
                    "`jl` (jupyter_llm) and `nnx` (flax.nnx) are in the namespace.")

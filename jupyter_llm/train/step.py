@@ -34,9 +34,11 @@ class StepFns(NamedTuple):
     metric_names: tuple
 
 
-def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, steps_per_call: int,
-                  gather: Gather = gather_rows, batch_sharding=None) -> StepFns:
+def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, steps_per_call: int, placement,
+                  gather: Gather = gather_rows) -> StepFns:
+    """Build and jit the steps. `placement` (train/sharding.py) fixes every input's and output's sharding."""
     names = ("loss", *metrics)
+    rep, batch_sharding = placement.replicated, placement.batch
 
     def constrain(x):
         return x if batch_sharding is None else jax.lax.with_sharding_constraint(x, batch_sharding)
@@ -80,7 +82,8 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
             i, wb = iw
             x, y = gather(data, i)
             active = (jnp.sum(wb) > 0) & (state.bad_step < 0)
-            return jax.lax.cond(active, train_step, lambda s, *_: (s, zero_sums), state, constrain(x), y, wb)
+            return jax.lax.cond(active, train_step, lambda s, *_: (s, zero_sums), state, constrain(x), constrain(y),
+                                constrain(wb))
 
         state, sums = jax.lax.scan(body, state, (idx_k, w_k))
         sums = {k: jnp.sum(v.astype(jnp.float32)) for k, v in sums.items()}
@@ -94,7 +97,7 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         def body(acc, iw):
             i, wb = iw
             x, y = gather(data, i)
-            sums = batch_sums(model(constrain(x)), y, wb)
+            sums = batch_sums(model(constrain(x)), constrain(y), constrain(wb))
             sums["count"] = jnp.sum(wb)
             return {k: acc[k] + v for k, v in sums.items()}, None
 
@@ -105,8 +108,8 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         return nnx.merge(graphdef_eval, params, rest)(x)
 
     return StepFns(
-        train_chunk=jax.jit(train_chunk, donate_argnums=0),
-        eval_split=jax.jit(eval_split),
+        train_chunk=jax.jit(train_chunk, donate_argnums=0, in_shardings=rep, out_shardings=rep),
+        eval_split=jax.jit(eval_split, in_shardings=rep, out_shardings=rep),
         predict=jax.jit(predict),
         metric_names=names,
     )

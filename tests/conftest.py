@@ -1,0 +1,34 @@
+"""Test set-up: keep downloads and caches inside a temporary folder, never the user's home or the network."""
+
+import os
+import tempfile
+
+os.environ.setdefault("JUPYTER_LLM_DATA", tempfile.mkdtemp(prefix="jl-data-"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits():
+    import jupyter_llm as jl
+
+    return jl.datasets.load("digits")
+
+
+@pytest.fixture
+def small_data(digits):
+    """A small digits subset: quick fits that still learn."""
+    x, y = digits.train
+    return {"train": (x[:512], y[:512]), "test": digits.test}
+
+
+@pytest.fixture
+def ipython():
+    """A real InteractiveShell with the extension loaded (no kernel)."""
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "jupyter_llm")
+    yield ip
+    for name in ("model", "data", "run", "x", "y", "other"):
+        ip.user_ns.pop(name, None)

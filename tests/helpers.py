@@ -1,0 +1,19 @@
+"""Small shared helpers for tests."""
+
+import jax
+import numpy as np
+from flax import nnx
+
+
+def mlp(in_features=64, hidden=(32,), num_classes=10, seed=0, **kw):
+    from jupyter_llm.models import MLP
+
+    return MLP(in_features=in_features, hidden=list(hidden), num_classes=num_classes, rngs=nnx.Rngs(seed), **kw)
+
+
+def params_of(model):
+    return [np.asarray(a) for a in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+def same_params(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(params_of(a), params_of(b)))

@@ -1,0 +1,109 @@
+"""Every user mistake gets one clear message — a UsageError in the magic, a JupyterLLMError from jl.fit — and leaves
+the namespace (an earlier run, the model's weights) intact."""
+
+import numpy as np
+import pytest
+from flax import nnx
+
+import jupyter_llm as jl
+from jupyter_llm.errors import ConfigError, DataError, DatasetNotFound, ModelError
+from tests.helpers import mlp, params_of
+
+X = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
+Y = np.arange(64) % 10
+
+# (description, magic line, namespace additions, expected substrings of the message)
+MAGIC_CASES = [
+    ("unknown option", "--epoch 3", {}, ["unrecognized arguments: --epoch 3", "%%train?"]),
+    ("bad int", "--epochs three", {}, ["--epochs", "whole number", "'three'"]),
+    ("bad float", "--lr fast", {}, ["--lr", "number", "'fast'"]),
+    ("fractional int", "--batch-size 2.5", {}, ["--batch-size", "whole number"]),
+    ("negative lr", "--lr -0.1", {}, ["--lr must be greater than 0"]),
+    ("zero epochs", "--epochs 0", {}, ["--epochs must be at least 1"]),
+    ("val split too big", "--val-split 1.5", {}, ["--val-split must be at most 1.0"]),
+    ("unknown optimizer", "--optimizer adma", {}, ["'adma' is not one of", "Did you mean 'adam'"]),
+    ("unknown loss", "--loss hinge", {}, ["--loss 'hinge' is not one of"]),
+    ("unknown display", "--display fancy", {}, ["--display 'fancy'"]),
+    ("missing model", "--model net", {}, ["--model 'net' names nothing"]),
+    ("model of wrong kind", "--model other", {"other": [1, 2]}, ["'other' is a list, not a flax.nnx.Module"]),
+    ("missing data", "--data mydata", {}, ["--data 'mydata' names nothing", "digits"]),
+    ("data of wrong kind", "--data other", {"other": 42}, ["Cannot train on an int", "(x, y) tuple"]),
+    ("input size mismatch", "--model other", {"other": "small_mlp"}, ["expects 32 input features",
+                                                                      "shape (8, 8, 1) = 64", "in_features=64"]),
+    ("labels out of range", "--data other", {"other": (X, Y + 5)}, ["labels range over [5, 14]", "10 classes"]),
+    ("nan in inputs", "--data other", {"other": (np.where(np.arange(64)[:, None, None, None] == 7, np.nan, X), Y)},
+     ["NaN or infinite", "first in example 7"]),
+    ("empty split", "--data other", {"other": {"train": (X, Y), "test": (X[:0], Y[:0])}}, ["test split is empty"]),
+    ("length mismatch", "--data other", {"other": (X, Y[:10])}, ["64 inputs but 10 labels"]),
+    ("string inputs", "--data other", {"other": (np.array(["a"] * 64), Y)}, ["dtype <U1", "numeric"]),
+    ("batch bigger than data", "--batch-size 100", {}, ["--batch-size 100 is larger than the 64 training examples"]),
+    ("unknown dataset", "--data other", {"other": "mnistt"}, ["mnistt", "mnist"]),
+    ("wrong num_classes", "--model other", {"other": "mlp5"}, ["outputs 5 values", "10 classes"]),
+    ("val split on data with validation", "--val-split 0.2 --data other",
+     {"other": {"train": (X, Y), "validation": (X, Y)}}, ["already has a validation split"]),
+    ("bad quotes", "--model 'oops", {}, ["check the quotes"]),
+]
+
+
+def _resolve(ns):
+    out = {}
+    for k, v in ns.items():
+        if v == "small_mlp":
+            v = mlp(in_features=32)
+        elif v == "mlp5":
+            v = mlp(num_classes=5)
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("name,line,ns,expected", MAGIC_CASES, ids=[c[0] for c in MAGIC_CASES])
+def test_magic_usage_errors(ipython, name, line, ns, expected):
+    from IPython.core.error import UsageError
+
+    ipython.user_ns.update(model=mlp(), data=(X, Y), **_resolve(ns))
+    ipython.run_cell("%train --epochs 1 --display none")
+    earlier_run = ipython.user_ns["run"]
+    weights = params_of(ipython.user_ns["model"])
+    result = ipython.run_cell(f"%train --display none {line}")
+    assert isinstance(result.error_in_exec, UsageError), (name, result.error_in_exec)
+    message = str(result.error_in_exec)
+    for part in expected:
+        assert part in message, (name, message)
+    assert "\n" not in message.strip() or name == "unknown option"
+    assert ipython.user_ns["run"] is earlier_run  # nothing rebound
+    assert all(np.array_equal(a, b) for a, b in zip(weights, params_of(ipython.user_ns["model"])))
+
+
+FIT_CASES = [
+    (dict(epochs=-1), ConfigError), (dict(optimizer="rmsprop"), ConfigError), (dict(bogus=1), ConfigError),
+    (dict(batch_size=0), ConfigError), (dict(display="gui"), ConfigError), (dict(seed=-3), ConfigError),
+]
+
+
+@pytest.mark.parametrize("options,error", FIT_CASES)
+def test_fit_option_errors(options, error):
+    with pytest.raises(error):
+        jl.fit(mlp(), (X, Y), display="none", **options)
+
+
+def test_fit_data_and_model_errors():
+    with pytest.raises(ModelError, match="must be a flax.nnx.Module"):
+        jl.fit("not a model", (X, Y))
+    with pytest.raises(DataError, match="dict needs a 'train' entry"):
+        jl.fit(mlp(), {"training": (X, Y)})
+    with pytest.raises(DatasetNotFound, match="mnistt"):
+        jl.fit(mlp(), "mnistt")
+    with pytest.raises(ModelError, match="cannot be applied to the data"):
+        class Broken(nnx.Module):
+            def __init__(self):
+                self.w = nnx.Param(np.zeros((3, 3), np.float32))
+
+            def __call__(self, x):
+                return x.reshape(x.shape[0], -1) @ self.w
+
+        jl.fit(Broken(), (X, Y), display="none")
+
+
+def test_unknown_fit_option_suggests_the_right_name():
+    with pytest.raises(ConfigError, match="Did you mean 'batch_size'"):
+        jl.fit(mlp(), (X, Y), batchsize=3)

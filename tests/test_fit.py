@@ -1,0 +1,179 @@
+"""The training core end to end: it learns, it is reproducible, and every ending keeps usable weights."""
+
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import jupyter_llm as jl
+from jupyter_llm import events as ev
+from tests.helpers import mlp, params_of, same_params
+
+
+def test_quickstart_recipe_reaches_95_percent_on_digits(digits):
+    model = jl.models.MLP(in_features=64, hidden=[128], num_classes=10, activation="relu", rngs=nnx.Rngs(0))
+    run = jl.fit(model, digits, epochs=20, batch_size=32, lr=1e-3, val_split=0.2, seed=0, display="none")
+    h = run.history
+    assert set(h) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(h["loss"]) == 20
+    assert h["loss"][-1] < h["loss"][0] / 4  # the loss falls
+    assert all(b < a for a, b in zip(h["loss"][:10], h["loss"][1:11]))  # steadily at first
+    assert run.test_metrics["accuracy"] >= 0.95
+    assert run.reason == "completed" and run.step == 20 * -(-int(len(digits.train[0]) * 0.8 + 0.5) // 32)
+    # the user's model object holds the trained weights: its predictions give the reported accuracy
+    x, y = digits.test
+    acc = float(np.mean(np.argmax(np.asarray(model(jnp.asarray(x))), -1) == y))
+    assert abs(acc - run.test_metrics["accuracy"]) < 1e-6
+    assert run.model is model
+    assert run.evaluate("test")["accuracy"] == pytest.approx(run.test_metrics["accuracy"], abs=1e-6)
+
+
+def test_same_seed_same_history_to_the_bit(small_data):
+    runs = [jl.fit(mlp(), small_data, epochs=3, val_split=0.2, seed=3, display="none") for _ in range(2)]
+    assert runs[0].history == runs[1].history
+    assert same_params(runs[0].model, runs[1].model)
+    other = jl.fit(mlp(), small_data, epochs=3, val_split=0.2, seed=4, display="none")
+    assert other.history["loss"] != runs[0].history["loss"]  # the seed drives data order and the split
+
+
+def test_second_fit_reuses_compiled_steps(small_data):
+    seen = []
+
+    class Spy:
+        def on(self, event):
+            if isinstance(event, ev.CompileEnd):
+                seen.append(event)
+
+    for _ in range(2):
+        jl.fit(mlp(hidden=(24,)), small_data, epochs=1, display="none", sinks=[Spy()])
+    assert not seen[0].cached and seen[1].cached
+    assert seen[1].seconds < 0.5
+
+
+def test_accepts_tuple_dict_dataset_and_jax_arrays(digits):
+    x, y = digits.train
+    for data in [(x[:256], y[:256]), (jnp.asarray(x[:256]), jnp.asarray(y[:256])),
+                 {"train": (x[:256], y[:256]), "val": (x[256:320], y[256:320])},
+                 jl.datasets.Dataset(train=(x[:256], y[:256]), num_classes=10)]:
+        run = jl.fit(mlp(), data, epochs=1, display="none")
+        assert run.reason == "completed" and np.isfinite(run.history["loss"][0])
+
+
+def test_partial_last_batch_is_exact():
+    """Every example counts once per epoch: 10 examples, batch 4 -> 3 steps, the last with 2 examples."""
+    x = np.linspace(-1, 1, 10, dtype=np.float32)[:, None]
+    y = 3 * x[:, 0]
+    model = mlp(in_features=1, hidden=(8,), num_classes=1)
+    run = jl.fit(model, {"train": (x, y), "validation": (x, y)}, epochs=1, batch_size=4, lr=1e-9, optimizer="sgd",
+                 display="none")
+    assert run.step == 3
+    expected = float(np.mean((np.asarray(model(jnp.asarray(x)))[:, 0] - y) ** 2))
+    assert run.history["val_loss"][0] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw"])
+def test_each_optimizer_learns(small_data, optimizer):
+    lr = 0.1 if optimizer in ("sgd", "momentum") else 3e-3
+    run = jl.fit(mlp(), small_data, epochs=4, lr=lr, optimizer=optimizer, weight_decay=1e-4, display="none")
+    assert run.history["loss"][-1] < 0.6 * run.history["loss"][0]
+
+
+def test_optax_object_clip_and_user_loss(small_data):
+    calls = []
+
+    def my_loss(logits, labels):
+        calls.append(1)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()  # a scalar is accepted
+
+    run = jl.fit(mlp(), small_data, epochs=3, optimizer=optax.adam(3e-3), loss=my_loss, clip=1.0, display="none")
+    assert calls and run.history["loss"][-1] < run.history["loss"][0]
+    assert run.loss_name == "my_loss"
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh", "sigmoid"])
+def test_activations(small_data, activation):
+    run = jl.fit(mlp(activation=activation), small_data, epochs=3, lr=3e-3, display="none")
+    assert run.history["loss"][-1] < run.history["loss"][0]
+
+
+def test_regression_with_mse_and_binary_cross_entropy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    w = rng.normal(size=5).astype(np.float32)
+    reg = jl.fit(mlp(in_features=5, num_classes=1), (x, x @ w), epochs=30, lr=1e-2, display="none")
+    assert reg.loss_name == "mse" and reg.history["loss"][-1] < 0.1 * reg.history["loss"][0]
+    labels = (x @ w > 0).astype(np.int32)
+    clf = jl.fit(mlp(in_features=5, num_classes=1), (x, labels), epochs=30, lr=1e-2, display="none")
+    assert clf.loss_name == "binary_cross_entropy" and clf.history["accuracy"][-1] > 0.9
+    onehot = np.eye(2, dtype=np.float32)[labels]
+    soft = jl.fit(mlp(in_features=5, num_classes=2), (x, onehot), epochs=30, lr=1e-2, display="none")
+    assert soft.loss_name == "cross_entropy" and soft.history["accuracy"][-1] > 0.9
+
+
+def test_user_defined_module_with_dropout_is_reproducible(small_data):
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.a = nnx.Linear(64, 32, rngs=rngs)
+            self.drop = nnx.Dropout(0.3, rngs=rngs)
+            self.b = nnx.Linear(32, 10, rngs=rngs)
+
+        def __call__(self, x):
+            return self.b(self.drop(nnx.relu(self.a(x.reshape(x.shape[0], -1)))))
+
+    runs = [jl.fit(Net(nnx.Rngs(1)), small_data, epochs=3, lr=3e-3, display="none") for _ in range(2)]
+    assert runs[0].history == runs[1].history
+    assert runs[0].history["loss"][-1] < runs[0].history["loss"][0]
+    x = small_data["test"][0][:8]
+    np.testing.assert_array_equal(runs[0].predict(x), runs[0].predict(x))  # eval mode: dropout is off
+
+
+def test_nonfinite_loss_stops_and_keeps_last_finite_weights():
+    x = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32) * 100
+    y = (x ** 3).sum(1)
+    model = mlp(in_features=4, hidden=(16,), num_classes=1)
+    run = jl.fit(model, (x, y), epochs=50, lr=10.0, optimizer="sgd", display="none")
+    assert run.reason == "nan"
+    assert all(np.isfinite(p).all() for p in params_of(model))
+    assert "not finite at step" in run._sink.end.message
+
+
+def test_interrupt_stops_at_a_step_boundary_and_keeps_weights(small_data):
+    class InterruptAfter:
+        def __init__(self, n):
+            self.n = n
+
+        def on(self, event):
+            if isinstance(event, ev.Progress):
+                self.n -= 1
+                if self.n == 0:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+    model = mlp()
+    run = jl.fit(model, small_data, epochs=200, steps_per_dispatch=1, display="none", sinks=[InterruptAfter(3)])
+    assert run.reason == "interrupted"
+    assert 0 < run.step < 200 * 16
+    assert int(run.state.step) == run.step  # the weights are those of the last completed step
+    for a, b in zip(params_of(model), jax.tree.leaves(run.state.params)):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_steps_option_trains_exactly_that_many_steps(small_data):
+    run = jl.fit(mlp(), small_data, steps=25, batch_size=32, display="none")
+    assert run.step == 25 and int(run.state.step) == 25
+
+
+def test_core_does_not_touch_user_buffers_on_error(small_data):
+    """A failing fit (bad option) leaves the earlier trained model intact."""
+    model = mlp()
+    jl.fit(model, small_data, epochs=1, display="none")
+    before = params_of(model)
+    with pytest.raises(jl.JupyterLLMError):
+        jl.fit(model, small_data, epochs=1, batch_size=10**6, display="none")
+    assert all(np.array_equal(a, b) for a, b in zip(before, params_of(model)))
+    jl.fit(model, small_data, epochs=1, display="none")  # and the model still trains (no donated buffers)

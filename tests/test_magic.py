@@ -1,0 +1,83 @@
+"""%%train against a real InteractiveShell: the cell body runs first, names resolve, results are bound."""
+
+import numpy as np
+from flax import nnx
+
+from jupyter_llm.options import all_options
+from tests.helpers import params_of, same_params
+
+BODY = """
+model = jl.models.MLP(in_features=64, hidden=[32], num_classes=10, rngs=nnx.Rngs(0))
+data = jl.datasets.load("digits")
+"""
+
+
+def test_load_puts_jl_and_nnx_in_namespace(ipython):
+    import jupyter_llm
+
+    assert ipython.user_ns["jl"] is jupyter_llm and ipython.user_ns["nnx"] is nnx
+
+
+def test_cell_magic_trains_and_binds_run(ipython):
+    result = ipython.run_cell("%%train --epochs 3 --val-split 0.2 --display none\n" + BODY)
+    assert result.success, result.error_in_exec
+    run, model = ipython.user_ns["run"], ipython.user_ns["model"]
+    assert run.model is model and run.reason == "completed"
+    assert len(run.history["val_accuracy"]) == 3
+    assert run.config.epochs == 3 and run.config.val_split == 0.2
+    assert run.test_metrics is not None  # digits has a test split: evaluated at the end
+    assert set(run.evaluate("test")) == {"loss", "accuracy"}
+    assert run.predict(ipython.user_ns["data"].test[0][:5]).shape == (5, 10)
+
+
+def test_empty_body_and_line_magic_train_the_namespace(ipython):
+    ipython.run_cell(BODY)
+    first = params_of(ipython.user_ns["model"])
+    assert ipython.run_cell("%%train --epochs 1 --display none\n").success
+    assert not all(np.array_equal(a, b) for a, b in zip(first, params_of(ipython.user_ns["model"])))
+    assert ipython.run_cell("%train --epochs 1 --out second --display none").success
+    assert ipython.user_ns["second"].step == ipython.user_ns["run"].step
+
+
+def test_custom_names_and_optimizer_object_from_namespace(ipython):
+    ipython.run_cell("import optax\nnet = jl.models.MLP(in_features=64, hidden=[16], num_classes=10, "
+                     "rngs=nnx.Rngs(1))\ntx = optax.sgd(0.1)")
+    result = ipython.run_cell("%train --model net --data digits --optimizer tx --epochs 2 --out fitted --display none")
+    assert result.success, result.error_in_exec
+    assert ipython.user_ns["fitted"].model is ipython.user_ns["net"]
+    assert ipython.user_ns["fitted"].config.optimizer is ipython.user_ns["tx"]
+
+
+def test_cell_body_error_does_not_train(ipython):
+    from IPython.core.error import UsageError
+
+    ipython.run_cell(BODY)
+    weights = params_of(ipython.user_ns["model"])
+    result = ipython.run_cell("%%train --epochs 1 --display none\nraise ValueError('boom')")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "training did not start" in str(result.error_in_exec)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, params_of(ipython.user_ns["model"])))
+
+
+def test_help_lists_every_option_with_default(ipython):
+    doc = ipython.find_cell_magic("train").__doc__
+    for opt in all_options():
+        assert opt.flag in doc, opt.flag
+    assert "(default: 32)" in doc and "(default: adam)" in doc
+
+
+def test_magic_cell_equals_fit_for_same_seed(ipython):
+    import jupyter_llm as jl
+
+    ipython.run_cell("%%train --epochs 2 --val-split 0.2 --seed 5 --display none\n" + BODY)
+    model = jl.models.MLP(in_features=64, hidden=[32], num_classes=10, rngs=nnx.Rngs(0))
+    run = jl.fit(model, "digits", epochs=2, val_split=0.2, seed=5, display="none")
+    assert run.history == ipython.user_ns["run"].history
+    assert same_params(model, ipython.user_ns["model"])
+
+
+def test_unload_removes_the_magic(ipython):
+    ipython.run_line_magic("unload_ext", "jupyter_llm")
+    assert ipython.find_cell_magic("train") is None
+    ipython.run_line_magic("load_ext", "jupyter_llm")
+    assert ipython.find_cell_magic("train") is not None
