@@ -40,6 +40,8 @@ class FitConfig:
                      LOSSES)
     val_split: float = _opt(0.0, "fraction of train held out for validation when the data has no validation split")
     eval_every: int | None = _opt(None, "evaluate every N steps (default: at the end of each epoch)")
+    eval_batches: int | None = _opt(None, "evaluate on at most this many validation batches (default: all)")
+    block_size: int | None = _opt(None, "context length of language-model windows (default: the model's)")
     seed: int = _opt(0, "seed of data order, validation split and dropout of built-in models")
     display: str = _opt("auto", "progress display: auto, widget, html, text or none", DISPLAYS)
     steps_per_dispatch: int | None = _opt(None, "training steps per compiled call (default: chosen from the step's cost)")
@@ -59,6 +61,9 @@ class FitConfig:
             raise ConfigError(f"val_split={self.val_split} leaves no training data; use a fraction like 0.2.")
         if self.eval_every is not None:
             _check_int(self, "eval_every", minimum=1)
+        for name in ("eval_batches", "block_size"):
+            if getattr(self, name) is not None:
+                _check_int(self, name, minimum=1)
         _check_int(self, "seed", minimum=0)
         if self.steps_per_dispatch is not None:
             _check_int(self, "steps_per_dispatch", minimum=1)

@@ -18,8 +18,9 @@ from flax import nnx
 from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig, make_config
 from jupyter_llm.data.coerce import as_dataset, check_class_labels
-from jupyter_llm.data.dataset import Dataset
-from jupyter_llm.errors import DataError, ModelError
+from jupyter_llm.data.sources import ArraySource, WindowSource, block_size_for
+from jupyter_llm.data.text import TextCorpus
+from jupyter_llm.errors import JupyterLLMError, ModelError
 from jupyter_llm.sinks.history import HistorySink
 from jupyter_llm.train import loop as loop_mod
 from jupyter_llm.train.interrupt import stop_on_interrupt
@@ -27,7 +28,7 @@ from jupyter_llm.train.losses import resolve_loss
 from jupyter_llm.train.optim import make_optimizer, optimizer_key
 from jupyter_llm.train.sharding import data_parallel
 from jupyter_llm.train.state import count_params, init_state, split_model
-from jupyter_llm.train.step import epoch_plan, make_step_fns, ordered_plan
+from jupyter_llm.train.step import make_step_fns
 
 _COMPILED: dict = {}  # compiled steps of this session, keyed by everything that shapes them
 
@@ -46,7 +47,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     if not isinstance(model, nnx.Module):
         raise ModelError(f"The model must be a flax.nnx.Module, got {type(model).__name__}. Build it with one of "
                          "jupyter_llm.models (e.g. MLP) or subclass nnx.Module.")
-    dataset = as_dataset(data, val_split=config.val_split, seed=config.seed)
+    dataset = data if isinstance(data, TextCorpus) else as_dataset(data, val_split=config.val_split, seed=config.seed)
     prepared = _Prepared(model, dataset, config)
     history = HistorySink()
     all_sinks = [history, *_display_sinks(config.display), *sinks]
@@ -70,7 +71,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
             reason = loop.reason
             if reason == ev.NAN:
                 message = f"loss or gradient not finite at step {loop.bad_step}; weights kept from step {loop.step}"
-            if prepared.dataset.test is not None and reason in (ev.COMPLETED, ev.EARLY_STOPPED):
+            if "test" in prepared.source.eval_plans and reason in (ev.COMPLETED, ev.EARLY_STOPPED):
                 test_metrics = prepared.evaluate(loop.state, "test")
                 emit(ev.Eval(loop.step, loop.epoch, "test", test_metrics))
         except KeyboardInterrupt:
@@ -89,7 +90,8 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
                            history=history.history, test_metrics=test_metrics, message=message))
     from jupyter_llm.run import Run
 
-    return Run(model=model, config=config, dataset=prepared.dataset, history_sink=history, steps=prepared.steps,
+    return Run(model=model, config=config, dataset=prepared.dataset, source=prepared.source, history_sink=history,
+               steps=prepared.steps,
                loss_name=prepared.loss_name, state=loop.state)
 
 
@@ -112,63 +114,73 @@ def _display_sinks(mode: str) -> list:
 class _Prepared:
     """The checked, placed and compiled pieces of one fit."""
 
-    def __init__(self, model: nnx.Module, dataset: Dataset, config: FitConfig):
+    def __init__(self, model: nnx.Module, dataset, config: FitConfig):
         self.model, self.dataset, self.config = model, dataset, config
-        x, y = dataset.train
-        n = len(x)
-        if config.batch_size > n:
-            raise DataError(f"--batch-size {config.batch_size} is larger than the {n} training examples; "
-                            f"use --batch-size {n} or less.")
+        self.placement = data_parallel(config.batch_size)
         self.graphdef_train, self.params, self.rest = split_model(model, train=True)
         self.graphdef_eval, _, _ = split_model(model, train=False)
-        out_shape = self._check_model_input(x)
-        self.loss_name, self.loss_fn, self.metrics = resolve_loss(config.loss, y, out_shape, dataset.task)
-        self._check_outputs(out_shape, y)
+        self.source = self._make_source()
+        out_shape = self._check_model_input(self.source.example)
+        y = self.source.labels
+        self.loss_name, self.loss_fn, self.metrics = resolve_loss(config.loss, y, out_shape,
+                                                                  getattr(dataset, "task", None))
+        self._check_outputs(out_shape)
         self.tx = make_optimizer(config)
-        self.n_train = n
-        self.steps_per_epoch = -(-n // config.batch_size)
-        self.steps_total = config.steps or config.epochs * self.steps_per_epoch
-        self.epochs = -(-self.steps_total // self.steps_per_epoch)
-        self.units_per_step = config.batch_size
-        self.flops_estimate = 6.0 * count_params(self.params) * config.batch_size
+        src = self.source
+        self.steps_total = config.steps or config.epochs * src.steps_per_epoch
+        self.epochs = -(-self.steps_total // src.steps_per_epoch)
+        self.flops_estimate = 6.0 * count_params(self.params) * src.units_per_step
+        eval_every = config.eval_every if isinstance(src, ArraySource) else None
         self.k = loop_mod.choose_steps_per_call(
-            self.steps_per_epoch, self.flops_estimate, eval_every=config.eval_every,
+            src.steps_per_epoch, self.flops_estimate, eval_every=eval_every,
             requested=config.steps_per_dispatch, on_cpu=jax.devices()[0].platform == "cpu")
-        self.calls_per_epoch = -(-self.steps_per_epoch // self.k)
+        self.eval_every = eval_every
+        self.calls_per_epoch = -(-src.steps_per_epoch // self.k)
         self.padded_steps = self.calls_per_epoch * self.k
-        self.placement = data_parallel(config.batch_size)
-        self.device_data = {name: self.placement.put((split[0], split[1]))
-                            for name, split in (("train", dataset.train), ("validation", dataset.validation),
-                                                ("test", dataset.test)) if split is not None}
-        self.eval_plans = {name: self.placement.put(ordered_plan(len(arrs[0]), config.batch_size))
-                           for name, arrs in self.device_data.items() if name != "train"}
         self.data_key = jax.random.fold_in(jax.random.key(config.seed), 1)
 
+    def _make_source(self):
+        c = self.config
+        if isinstance(self.dataset, TextCorpus):
+            block = block_size_for(self.model, self.dataset, c.block_size)
+            per_epoch = c.eval_every or c.steps or 1000
+            return WindowSource(self.dataset, c.batch_size, block, self.placement, steps_per_epoch=per_epoch,
+                                eval_batches=c.eval_batches)
+        return ArraySource(self.dataset, c.batch_size, self.placement)
+
     # -- checks ----------------------------------------------------------------------------------------------
-    def _check_model_input(self, x: np.ndarray) -> tuple:
+    def _check_model_input(self, example: np.ndarray) -> tuple:
         in_features = getattr(self.model, "in_features", None)
-        per_example = int(np.prod(x.shape[1:]))
+        per_example = int(np.prod(example.shape[1:]))
         if isinstance(in_features, int) and per_example != in_features:
             raise ModelError(f"{type(self.model).__name__} expects {in_features} input features per example, but the "
-                             f"data's examples have shape {tuple(x.shape[1:])} = {per_example} features. Build the "
-                             f"model with in_features={per_example}, or reshape the data.")
-        spec = jax.ShapeDtypeStruct((2, *x.shape[1:]), x.dtype)
+                             f"data's examples have shape {tuple(example.shape[1:])} = {per_example} features. Build "
+                             f"the model with in_features={per_example}, or reshape the data.")
+        spec = jax.ShapeDtypeStruct(example.shape, example.dtype)
         try:
             out = jax.eval_shape(lambda p, r, xb: nnx.merge(self.graphdef_eval, p, r)(xb), self.params, self.rest, spec)
+        except JupyterLLMError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the model cannot take this input: say both shapes
             first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{type(self.model).__name__} cannot be applied to the data: inputs of shape "
-                             f"{tuple(x.shape)} (dtype {x.dtype}) gave: {first_line}. Check the model's input size "
-                             "against the data's example shape.") from None
-        if not hasattr(out, "shape") or not out.shape or out.shape[0] != 2:
+            raise ModelError(f"{type(self.model).__name__} cannot be applied to the data: examples of shape "
+                             f"{tuple(example.shape[1:])} (dtype {example.dtype}) gave: {first_line}. Check the "
+                             "model's input size against the data's example shape.") from None
+        if not hasattr(out, "shape") or not out.shape or out.shape[0] != example.shape[0]:
             raise ModelError(f"{type(self.model).__name__} must return one array with a batch dimension; for "
                              f"input of shape {spec.shape} it returned {out!r}.")
         return tuple(out.shape)
 
-    def _check_outputs(self, out_shape: tuple, y: np.ndarray) -> None:
+    def _check_outputs(self, out_shape: tuple) -> None:
         if self.loss_name != "cross_entropy":
             return
         classes = out_shape[-1]
+        if isinstance(self.dataset, TextCorpus):
+            if self.dataset.vocab_size > classes:
+                raise ModelError(f"{type(self.model).__name__} predicts {classes} tokens but the corpus has a "
+                                 f"vocabulary of {self.dataset.vocab_size}; build it with vocab_size="
+                                 f"{self.dataset.vocab_size}.")
+            return
         if self.dataset.num_classes is not None and self.dataset.num_classes != classes:
             raise ModelError(f"{type(self.model).__name__} outputs {classes} values per example but the data has "
                              f"{self.dataset.num_classes} classes; build the model with num_classes="
@@ -180,58 +192,59 @@ class _Prepared:
 
     # -- events and compiled steps ---------------------------------------------------------------------------
     def fit_start(self) -> ev.FitStart:
-        c = self.config
+        c, src = self.config, self.source
         return ev.FitStart(config=c, model_name=type(self.model).__name__, param_count=count_params(self.params),
                            devices=self.placement.describe(), batch_size=c.batch_size, steps_total=self.steps_total,
-                           steps_per_epoch=self.steps_per_epoch, epochs=self.epochs,
-                           split_sizes=self.dataset.sizes(), unit="examples", units_per_step=self.units_per_step)
+                           steps_per_epoch=src.steps_per_epoch, epochs=self.epochs, split_sizes=src.sizes(),
+                           unit=src.unit, units_per_step=src.units_per_step)
 
     def _cache_key(self):
-        shapes = tuple((k, tuple(a.shape), str(a.dtype)) for k, arrs in self.device_data.items() for a in arrs)
+        shapes = tuple((k, tuple(a.shape), str(a.dtype)) for k, arrs in self.source.device.items()
+                       for a in jax.tree.leaves(arrs))
+        plans = tuple((k, tuple(p[0].shape)) for k, p in self.source.eval_plans.items())
         return (self.graphdef_train, self.graphdef_eval, optimizer_key(self.config), self.loss_name,
                 id(self.loss_fn) if self.loss_name not in ("cross_entropy", "mse", "binary_cross_entropy") else 0,
-                self.k, self.config.batch_size, self.padded_steps, shapes, self.placement.mesh)
+                type(self.source), getattr(self.source, "block_size", None), self.k, self.config.batch_size,
+                self.padded_steps, shapes, plans, self.placement.mesh)
 
     def compile(self) -> ev.CompileEnd:
-        """Compile the train chunk and the evaluations ahead of time, or reuse this session's."""
+        """Compile the train chunk, the evaluations and the epoch plan ahead of time, or reuse this session's."""
         t0 = time.perf_counter()
         key = self._cache_key()
         if key in _COMPILED:
             self.steps, self.compiled, flops = _COMPILED[key]
             return ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=flops, cached=True)
+        src = self.source
         self.steps = make_step_fns(self.graphdef_train, self.graphdef_eval, self.tx, self.loss_fn, self.metrics,
-                                   self.k, self.placement)
+                                   self.k, self.placement, gather=src.gather)
         state = jax.eval_shape(lambda: init_state(self.params, self.rest, self.tx))
-        idx, w = jax.eval_shape(lambda: self._plan(self.data_key, 0, 1))
-        lowered = self.steps.train_chunk.lower(state, self.device_data["train"], idx, w, 0)
-        compiled = {"train": lowered.compile()}
-        for name, (pidx, pw) in self.eval_plans.items():
-            compiled[name] = self.steps.eval_split.lower(self.params, self.rest, self.device_data[name], pidx,
-                                                         pw).compile()
-        compiled["plan"] = jax.jit(self._plan, out_shardings=self.placement.replicated).lower(
-            self.data_key, 0, 1).compile()
+        plan = jax.jit(self._plan, out_shardings=self.placement.replicated)
+        idx, w = jax.eval_shape(plan, self.data_key, 0, 1)
+        compiled = {"train": self.steps.train_chunk.lower(state, src.device["train"], idx, w, 0).compile(),
+                    "plan": plan.lower(self.data_key, 0, 1).compile()}
+        for name, (pidx, pw) in src.eval_plans.items():
+            compiled[name] = self.steps.eval_split.lower(self.params, self.rest, src.device[name], pidx, pw).compile()
         flops = _flops_per_step(compiled["train"], self.k)
         self.compiled = compiled
         _COMPILED[key] = (self.steps, compiled, flops)
         return ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=flops)
 
     def _plan(self, key, epoch, limit):
-        return epoch_plan(key, epoch, n=self.n_train, batch_size=self.config.batch_size,
-                          padded_steps=self.padded_steps, step_limit=limit)
+        return self.source.plan(key, epoch, limit, self.padded_steps)
 
     def evaluate(self, state, split: str) -> dict[str, float]:
-        idx, w = self.eval_plans[split]
-        sums = self.compiled[split](state.params, state.rest, self.device_data[split], idx, w)
-        return _means(jax.device_get(sums))  # host sync: once per evaluation
+        idx, w = self.source.eval_plans[split]
+        sums = self.compiled[split](state.params, state.rest, self.source.device[split], idx, w)
+        return self.source.derive(_means(jax.device_get(sums)))  # host sync: once per evaluation
 
     def loop_plan(self) -> loop_mod.LoopPlan:
-        plan_fn = self.compiled["plan"]
+        plan_fn, src = self.compiled["plan"], self.source
         return loop_mod.LoopPlan(
             train_chunk=self.compiled["train"], evaluate=self.evaluate,
-            plan_epoch=lambda epoch, limit: plan_fn(self.data_key, epoch, limit), train_data=self.device_data["train"],
-            steps_per_epoch=self.steps_per_epoch, steps_per_call=self.k, calls_per_epoch=self.calls_per_epoch,
-            epochs=self.epochs, steps_total=self.steps_total, units_per_step=self.units_per_step,
-            eval_every=self.config.eval_every, has_validation="validation" in self.device_data)
+            plan_epoch=lambda epoch, limit: plan_fn(self.data_key, epoch, limit), train_data=src.device["train"],
+            steps_per_epoch=src.steps_per_epoch, steps_per_call=self.k, calls_per_epoch=self.calls_per_epoch,
+            epochs=self.epochs, steps_total=self.steps_total, units_per_step=src.units_per_step,
+            eval_every=self.eval_every, has_validation="validation" in src.eval_plans, derive=src.derive)
 
 
 def _means(sums: dict) -> dict[str, float]:

@@ -17,6 +17,11 @@ from jupyter_llm.train.step import ordered_plan
 PREDICT_BATCH = 1024
 
 
+def _means(sums: dict) -> dict[str, float]:
+    count = float(sums["count"])
+    return {k: float(v) / count for k, v in sums.items() if k != "count"}
+
+
 class Run:
     """The result of `fit` / `%%train`.
 
@@ -25,10 +30,11 @@ class Run:
     configuration; `reason` says how the fit ended (completed, interrupted, nan, ...).
     """
 
-    def __init__(self, *, model, config, dataset: Dataset, history_sink, steps, loss_name: str, state):
+    def __init__(self, *, model, config, dataset, source, history_sink, steps, loss_name: str, state):
         self.model = model
         self.config = config
         self.dataset = dataset
+        self._source = source
         self._sink = history_sink
         self._steps = steps
         self.loss_name = loss_name
@@ -75,13 +81,18 @@ class Run:
 
     def evaluate(self, split_or_arrays: Any = "test") -> dict[str, float]:
         """Loss and metrics of the current model on a split name ("train", "validation", "test") or `(x, y)`."""
+        params, rest = self._weights()
         if isinstance(split_or_arrays, str):
-            split = getattr(self.dataset, split_or_arrays, None) if split_or_arrays in (
-                "train", "validation", "test") else None
+            if split_or_arrays in self._source.eval_plans:  # a split of the fit: already on the device
+                idx, w = self._source.eval_plans[split_or_arrays]
+                sums = self._steps.eval_split(params, rest, self._source.device[split_or_arrays], idx, w)
+                return self._source.derive(_means(jax.device_get(sums)))
+            split = self.dataset.train if (split_or_arrays == "train" and isinstance(self.dataset, Dataset)) else None
             if split is None:
-                have = [k for k, v in self.dataset.sizes().items() if v]
-                raise DataError(f"This run's data has no {split_or_arrays!r} split; it has {', '.join(have)}. "
-                                "Pass a split name or an (x, y) pair.")
+                have = [k for k in ("train", *self._source.eval_plans) if k != "train" or isinstance(
+                    self.dataset, Dataset)]
+                raise DataError(f"This run's data has no {split_or_arrays!r} split to evaluate; it has "
+                                f"{', '.join(have)}. Pass one of those names or an (x, y) pair.")
         elif isinstance(split_or_arrays, Dataset):
             split = split_or_arrays.test or split_or_arrays.validation or split_or_arrays.train
         else:
@@ -89,10 +100,8 @@ class Run:
         x, y = _check_split(split, "evaluation")
         batch = min(self.config.batch_size * 8, len(x))
         idx, w = ordered_plan(len(x), batch)
-        params, rest = self._weights()
-        sums = jax.device_get(self._steps.eval_split(params, rest, (jnp.asarray(x), jnp.asarray(y)), idx, w))
-        count = float(sums.pop("count"))
-        return {k: float(v) / count for k, v in sums.items()}
+        data = self._source.placement.put((x, y)) if hasattr(self._source, "placement") else (x, y)
+        return _means(jax.device_get(self._steps.eval_split(params, rest, data, idx, w)))
 
     def predict(self, x) -> np.ndarray:
         """Model outputs (logits for classifiers) for inputs `x`, computed in batches with the eval-mode model."""

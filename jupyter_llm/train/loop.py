@@ -38,6 +38,7 @@ class LoopPlan:
     units_per_step: int  # examples (or tokens) per full step
     eval_every: int | None
     has_validation: bool
+    derive: Callable = staticmethod(lambda metrics: metrics)  # adds e.g. perplexity from the loss
     report_every: float = 0.25
 
 
@@ -136,7 +137,7 @@ class Loop:
             now = time.perf_counter()
             if window:
                 yield progress(now)
-            logs = {k: v for k, v in self._means(epoch_sums).items() if k != "grad_norm"}
+            logs = {k: v for k, v in plan.derive(self._means(epoch_sums)).items() if k != "grad_norm"}
             if plan.has_validation and not plan.eval_every:
                 val = plan.evaluate(self.state, "validation")
                 yield ev.Eval(self.step, self.epoch, "validation", val)

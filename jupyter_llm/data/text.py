@@ -1,0 +1,79 @@
+"""Text corpora for language models: a token stream split into train and validation parts.
+
+`text(path_or_string, tokenizer="char", block_size=64, val_fraction=0.1)` reads a local text file (or takes the text
+itself), builds the tokenizer from it, and keeps the last `val_fraction` of the tokens for validation, so the two
+parts never overlap. Batches are random windows drawn on the device during the fit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jupyter_llm.data.tokenizers import make_tokenizer
+from jupyter_llm.errors import ConfigError, DataError, DatasetNotFound
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """Token ids of a corpus (int32), its tokenizer, and the default window length."""
+
+    train: np.ndarray
+    validation: np.ndarray | None
+    tokenizer: Any
+    name: str = "text"
+    block_size: int | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": 0 if self.validation is None else len(self.validation),
+                "test": 0}
+
+    def __repr__(self):
+        return (f"TextCorpus({self.name!r}, train={len(self.train):,} tokens, validation="
+                f"{self.sizes()['validation']:,} tokens, vocab_size={self.vocab_size}, block_size={self.block_size})")
+
+
+def read_text(path) -> str:
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise DatasetNotFound(f"Cannot read the text file {str(p)!r}: it does not exist or is not a file.")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{str(p)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8."
+                        ) from None
+    except OSError as exc:
+        raise DatasetNotFound(f"Cannot read the text file {str(p)!r}: {exc.strerror}.") from None
+
+
+def text(source, *, tokenizer="char", block_size: int = 64, val_fraction: float = 0.1, vocab_size: int | None = None,
+         name: str | None = None) -> TextCorpus:
+    """A TextCorpus from a local file path or a string of text."""
+    is_path = isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
+                                                  and len(source) < 4096 and Path(source).suffix != "")
+    body = read_text(source) if is_path else str(source)
+    label = name or (Path(str(source)).stem if is_path else "text")
+    if not body.strip():
+        raise DataError(f"The text {label!r} is empty; a language model needs a corpus to learn from.")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    if block_size < 1:
+        raise ConfigError(f"block_size must be at least 1, got {block_size}.")
+    tok = make_tokenizer(tokenizer, body, vocab_size)
+    ids = tok.encode(body)
+    n_val = int(len(ids) * val_fraction)
+    train, val = ids[: len(ids) - n_val], (ids[len(ids) - n_val:] if n_val else None)
+    for part, arr in (("training", train), ("validation", val)):
+        if arr is not None and len(arr) <= block_size:
+            raise DataError(f"The {part} part of {label!r} has {len(arr)} tokens, not more than block_size="
+                            f"{block_size}; use a longer text, a smaller block_size or a different val_fraction.")
+    return TextCorpus(train=train, validation=val, tokenizer=tok, name=label, block_size=block_size)
