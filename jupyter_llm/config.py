@@ -7,6 +7,7 @@ magic's options, `%%train?`, the command line and `fit`'s keyword check from the
 from __future__ import annotations
 
 import dataclasses
+import os
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from jupyter_llm.errors import ConfigError
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
 DISPLAYS = ("auto", "widget", "html", "text", "none")
+SCHEDULES = ("constant", "cosine", "exponential", "step", "onecycle")
 
 
 def _opt(default, help, choices=None, cli=True, **extra):
@@ -27,49 +29,100 @@ def _opt(default, help, choices=None, cli=True, **extra):
 class FitConfig:
     """The frozen configuration of one fit (bound as `run.config`)."""
 
+    # length and batches
     epochs: int = _opt(10, "passes over the training split")
     steps: int | None = _opt(None, "train for this many steps instead of --epochs (language models)")
     batch_size: int = _opt(32, "examples per training step")
-    lr: float = _opt(1e-3, "learning rate")
+    accumulate: int = _opt(1, "accumulate gradients over N batches before each update")
+    # optimizer and learning rate
+    lr: float = _opt(1e-3, "learning rate (the peak of a schedule)")
     optimizer: Any = _opt("adam", "optimizer name, or an optax GradientTransformation (a namespace name in the magic)",
                           OPTIMIZERS)
     momentum: float = _opt(0.9, "momentum of the 'momentum' optimizer (and beta1 of adam/adamw)")
     weight_decay: float = _opt(0.0, "decoupled weight decay for adamw, L2 penalty for the others")
-    clip: float | None = _opt(None, "clip gradients to this global norm")
+    schedule: str = _opt("constant", "learning-rate schedule: constant, cosine, exponential, step or onecycle",
+                         SCHEDULES)
+    warmup: float = _opt(0, "linear warm-up steps (a value below 1 is a fraction of all steps)")
+    min_lr: float = _opt(0.0, "the learning rate a decaying schedule ends at")
+    decay_every: int | None = _opt(None, "steps between decays of the 'step' schedule (default: a third of the fit)")
+    decay_factor: float = _opt(0.1, "factor of each 'step' decay")
+    plateau: int | None = _opt(None, "halve the learning rate after N evaluations without improvement of --monitor")
+    clip: float | None = _opt(None, "clip gradients to this global norm", unset="off")
+    skip_nonfinite: int = _opt(0, "skip up to N updates with a non-finite loss or gradient before stopping")
+    # loss and evaluation
     loss: Any = _opt(None, "loss name or callable(outputs, labels) -> per-example loss; default from the labels",
                      LOSSES)
+    label_smoothing: float = _opt(0.0, "label smoothing for cross-entropy")
     val_split: float = _opt(0.0, "fraction of train held out for validation when the data has no validation split")
     eval_every: int | None = _opt(None, "evaluate every N steps (default: at the end of each epoch)")
     eval_batches: int | None = _opt(None, "evaluate on at most this many validation batches (default: all)")
     block_size: int | None = _opt(None, "context length of language-model windows (default: the model's)")
+    # stopping and selection
+    early_stop: int | None = _opt(None, "stop after N evaluations without improvement of --monitor", unset="off")
+    monitor: str = _opt("val_loss", "the quantity early stopping, --plateau and --keep-best watch")
+    keep_best: bool = _opt(False, "end with the weights of the best evaluation of --monitor")
+    # saving and observing
+    checkpoint: str | None = _opt(None, "directory for Orbax checkpoints", unset="off")
+    save_every: int | None = _opt(None, "checkpoint every N steps (default: at each evaluation)")
+    keep: int = _opt(3, "checkpoints to keep")
+    resume: Any = _opt(None, "continue from the newest checkpoint in DIR (or --checkpoint), or from a Run",
+                       unset="off", nargs="?")
+    logdir: str | None = _opt(None, "write TensorBoard scalars and the history (JSON, CSV) here", unset="off")
+    profile: int | None = _opt(None, "record a JAX profiler trace of N steps into --logdir", unset="off")
+    # runtime
     seed: int = _opt(0, "seed of data order, validation split and dropout of built-in models")
     display: str = _opt("auto", "progress display: auto, widget, html, text or none", DISPLAYS)
     steps_per_dispatch: int | None = _opt(None, "training steps per compiled call (default: chosen from the step's cost)")
 
     def __post_init__(self):
-        _check_int(self, "epochs", minimum=1)
-        if self.steps is not None:
-            _check_int(self, "steps", minimum=1)
-        _check_int(self, "batch_size", minimum=1)
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("seed", 0), ("keep", 1),
+                              ("skip_nonfinite", 0)):
+            _check_int(self, name, minimum=minimum)
+        for name in ("steps", "eval_every", "eval_batches", "block_size", "steps_per_dispatch", "decay_every",
+                     "save_every", "profile"):
+            if getattr(self, name) is not None:
+                _check_int(self, name, minimum=1)
+        for name in ("plateau", "early_stop"):
+            if getattr(self, name) is not None:
+                _check_int(self, name, minimum=0)
         _check_float(self, "lr", minimum=0.0, strict=True)
         _check_float(self, "momentum", minimum=0.0, maximum=1.0)
         _check_float(self, "weight_decay", minimum=0.0)
+        _check_float(self, "warmup", minimum=0.0)
+        _check_float(self, "min_lr", minimum=0.0)
+        _check_float(self, "decay_factor", minimum=0.0, maximum=1.0, strict=True)
+        _check_float(self, "label_smoothing", minimum=0.0, maximum=1.0)
+        if not self.label_smoothing < 1.0:
+            raise ConfigError(f"--label-smoothing must be below 1, got {self.label_smoothing}.")
+        if self.min_lr >= self.lr and self.schedule != "constant":
+            raise ConfigError(f"--min-lr {self.min_lr} must be below --lr {self.lr} for a decaying schedule.")
         if self.clip is not None:
             _check_float(self, "clip", minimum=0.0, strict=True)
         _check_float(self, "val_split", minimum=0.0, maximum=1.0)
         if not self.val_split < 1.0:
-            raise ConfigError(f"val_split={self.val_split} leaves no training data; use a fraction like 0.2.")
-        if self.eval_every is not None:
-            _check_int(self, "eval_every", minimum=1)
-        for name in ("eval_batches", "block_size"):
-            if getattr(self, name) is not None:
-                _check_int(self, name, minimum=1)
-        _check_int(self, "seed", minimum=0)
-        if self.steps_per_dispatch is not None:
-            _check_int(self, "steps_per_dispatch", minimum=1)
+            raise ConfigError(f"--val-split {self.val_split} leaves no training data; use a fraction like 0.2.")
+        if not isinstance(self.keep_best, bool):
+            raise ConfigError(f"--keep-best is a switch (True or False), got {self.keep_best!r}.")
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise ConfigError(f"--monitor must name a logged quantity such as val_loss, got {self.monitor!r}.")
+        for name in ("checkpoint", "logdir"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value).strip()):
+                raise ConfigError(f"--{name} must be a directory path, got {value!r}.")
+        if self.profile is not None and self.logdir is None:
+            raise ConfigError("--profile writes its trace into --logdir; give --logdir DIR as well.")
         _check_choice(self, "optimizer", OPTIMIZERS, allow_object=True)
         _check_choice(self, "loss", LOSSES, allow_object=True, allow_none=True)
         _check_choice(self, "display", DISPLAYS)
+        _check_choice(self, "schedule", SCHEDULES)
+        if not isinstance(self.optimizer, str) and (self.schedule != "constant" or self.warmup):
+            raise ConfigError("--schedule and --warmup apply to named optimizers; an optax object brings its own "
+                              "learning rate (build it with an optax schedule instead).")
+
+    @property
+    def monitor_mode(self) -> str:
+        """'min' for losses and errors, 'max' for accuracies and scores."""
+        return "min" if any(t in self.monitor for t in ("loss", "error", "perplexity", "bits")) else "max"
 
     def to_dict(self) -> dict:
         """Plain values for a run card or a JSON file (objects shown by their repr)."""

@@ -22,6 +22,8 @@ class Option:
     help: str
     choices: tuple | None = None
     fit_option: bool = True  # False: magic-only (names in the notebook namespace)
+    unset: str = "auto"  # how a None default reads in help
+    nargs: str | None = None  # "?": the flag may stand alone (e.g. --resume)
 
     @property
     def flag(self) -> str:
@@ -39,14 +41,15 @@ MAGIC_OPTIONS = (
 
 def _python_type(annotation: str) -> type:
     base = annotation.split("|")[0].strip()
-    return {"int": int, "float": float}.get(base, str)
+    return {"int": int, "float": float, "bool": bool}.get(base, str)
 
 
 def fit_options() -> tuple[Option, ...]:
     out = []
     for f in config_fields():
         default = f.default if f.default is not MISSING else None
-        out.append(Option(f.name, _python_type(str(f.type)), default, f.metadata["help"], f.metadata.get("choices")))
+        out.append(Option(f.name, _python_type(str(f.type)), default, f.metadata["help"], f.metadata.get("choices"),
+                          unset=f.metadata.get("unset", "auto"), nargs=f.metadata.get("nargs")))
     return tuple(out)
 
 
@@ -68,9 +71,16 @@ def build_parser(prog: str = "%%train", options=None) -> argparse.ArgumentParser
     parser = _Parser(prog=prog, add_help=False, allow_abbrev=False,
                      description="Train a Flax NNX model. Every option is also a keyword of jupyter_llm.fit.")
     for opt in options or all_options():
-        default_text = "auto" if opt.default is None else opt.default
-        parser.add_argument(opt.flag, dest=opt.name, type=_typed(opt), default=argparse.SUPPRESS,
-                            metavar=opt.name.upper(), help=f"{opt.help} (default: {default_text})")
+        default_text = opt.unset if opt.default is None else opt.default
+        if opt.type is bool:
+            parser.add_argument(opt.flag, dest=opt.name, action="store_true", default=argparse.SUPPRESS,
+                                help=f"{opt.help} (default: off)")
+        elif opt.nargs == "?":
+            parser.add_argument(opt.flag, dest=opt.name, nargs="?", const=True, default=argparse.SUPPRESS,
+                                metavar="DIR", help=f"{opt.help} (default: {default_text})")
+        else:
+            parser.add_argument(opt.flag, dest=opt.name, type=_typed(opt), default=argparse.SUPPRESS,
+                                metavar=opt.name.upper(), help=f"{opt.help} (default: {default_text})")
     return parser
 
 
@@ -97,6 +107,6 @@ def options_table_markdown() -> str:
     """The README's options table."""
     rows = ["| option | default | meaning |", "|---|---|---|"]
     for opt in all_options():
-        default = "auto" if opt.default is None else opt.default
+        default = opt.unset if opt.default is None else ("off" if opt.default is False else opt.default)
         rows.append(f"| `{opt.flag}` | `{default}` | {opt.help} |")
     return "\n".join(rows)

@@ -30,7 +30,7 @@ class Run:
     configuration; `reason` says how the fit ended (completed, interrupted, nan, ...).
     """
 
-    def __init__(self, *, model, config, dataset, source, history_sink, steps, loss_name: str, state):
+    def __init__(self, *, model, config, dataset, source, history_sink, steps, loss_name: str, state, position=None):
         self.model = model
         self.config = config
         self.dataset = dataset
@@ -39,6 +39,7 @@ class Run:
         self._steps = steps
         self.loss_name = loss_name
         self.state = state  # the final TrainState (optimizer included), for resuming
+        self.position = position  # where the loop stood (epoch, chunk, partial sums), for resuming
 
     # -- what happened ---------------------------------------------------------------------------------------
     @property

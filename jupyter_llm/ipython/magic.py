@@ -58,6 +58,14 @@ class TrainMagics(Magics):
                                  "jl.datasets.load('digits') or (x, y), or pass --data NAME.")
             data = args.data
         options = dict(args.fit_options)
+        if options.get("resume") is True and not options.get("checkpoint"):
+            from jupyter_llm.run import Run
+
+            previous = ns.get(args.out)
+            if not isinstance(previous, Run):
+                raise UsageError(f"--resume continues the run bound to {args.out!r}, but there is none. Give a "
+                                 "checkpoint directory (--resume DIR), or run the fit once first.")
+            options["resume"] = previous
         for name in _FIT_OBJECT_OPTIONS:
             value = options.get(name)
             if isinstance(value, str) and value in ns and not isinstance(ns[value], str):

@@ -8,9 +8,10 @@ MAX_TRACE = 2048
 
 
 class HistorySink:
-    def __init__(self):
-        self.history: dict[str, list[float]] = {}
-        self.log: list[dict] = []  # one row per epoch (or evaluation): epoch, step, elapsed and the logs
+    def __init__(self, history: dict | None = None, log: list | None = None):
+        """`history` and `log` continue those of a resumed fit."""
+        self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
+        self.log: list[dict] = list(log or [])  # one row per epoch (or evaluation): epoch, step, elapsed, logs
         self.trace: list[tuple[int, float]] = []  # (step, train loss) at the reporting cadence, thinned
         self.start: ev.FitStart | None = None
         self.compile: ev.CompileEnd | None = None

@@ -3,6 +3,7 @@
 Host work per dispatch is one compiled call; metrics stay on the device as small arrays until the reporting cadence
 (`report_every` seconds of wall time, and every epoch end), where they are read in one transfer. At most
 `MAX_IN_FLIGHT` dispatches run ahead of the host, so a stop request is honoured within a chunk or two.
+The loop can start mid-fit (`Position`), which is how resuming gives the same history as an uninterrupted fit.
 """
 
 from __future__ import annotations
@@ -10,16 +11,39 @@ from __future__ import annotations
 import collections
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jupyter_llm import events as ev
+from jupyter_llm.train.monitor import PLATEAU_FACTOR, Monitor
 from jupyter_llm.train.state import TrainState
 
 MAX_IN_FLIGHT = 2
+_NOT_SUMMED = ("bad_step", "step", "skipped")
+_PER_STEP = ("grad_norm", "update_ratio")  # averaged over steps, not examples
+
+
+@dataclass
+class Position:
+    """Where a fit stands between two dispatches: enough to continue it exactly."""
+
+    epoch: int = 0  # 0-based epoch in progress
+    call: int = 0  # next chunk of that epoch
+    step: int = 0  # steps completed
+    epoch_sums: dict = field(default_factory=dict)  # metric sums of the epoch so far
+    monitor: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "call": self.call, "step": self.step, "epoch_sums": dict(self.epoch_sums),
+                "monitor": self.monitor}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Position":
+        return cls(d["epoch"], d["call"], d["step"], dict(d.get("epoch_sums") or {}), d.get("monitor"))
 
 
 @dataclass
@@ -39,18 +63,33 @@ class LoopPlan:
     eval_every: int | None
     has_validation: bool
     derive: Callable = staticmethod(lambda metrics: metrics)  # adds e.g. perplexity from the loss
+    lr_at: Callable | None = None  # step -> scheduled learning rate (host-side), None when unknown
+    monitor: Monitor | None = None
+    keep_best: bool = False
+    save: Callable | None = None  # (state, Position) -> None: a checkpoint at a save point
+    save_every: int | None = None  # steps between saves (None: at each epoch end)
     report_every: float = 0.25
 
 
 class Loop:
     """Runs a plan; `state` always holds the newest state whose dispatch was issued (never a deleted buffer)."""
 
-    def __init__(self, plan: LoopPlan, state: TrainState, should_stop: Callable[[], bool]):
+    def __init__(self, plan: LoopPlan, state: TrainState, should_stop: Callable[[], bool],
+                 start: Position | None = None):
         self.plan, self.state, self.should_stop = plan, state, should_stop
-        self.step = 0
-        self.epoch = 0
+        self.start = start or Position()
+        self.position = Position(**vars(self.start))
+        self.step = self.start.step
+        self.epoch = self.start.epoch
         self.elapsed = 0.0
         self.bad_step = -1
+        self.skipped = 0
+        self.lr_scale = 1.0
+        self.best = None  # (params, rest) at the monitor's best evaluation, with keep_best
+        self.reason = ev.FAILED
+        self.message = ""
+        if plan.monitor is not None and self.start.monitor:
+            plan.monitor.load(self.start.monitor)
 
     # -- reading device metrics (the only host syncs) -------------------------------------------------------
     def _read(self, pending: list) -> dict[str, float]:
@@ -60,27 +99,31 @@ class Loop:
         host = jax.device_get(pending)
         pending.clear()
         self.bad_step = max(self.bad_step, max(int(s["bad_step"]) for s in host))
-        total = {k: float(np.sum([s[k] for s in host], dtype=np.float64)) for k in host[0]
-                 if k not in ("bad_step", "step")}
-        return total
+        self.skipped = max(self.skipped, max(int(s["skipped"]) for s in host))
+        return {k: float(np.sum([s[k] for s in host], dtype=np.float64)) for k in host[0] if k not in _NOT_SUMMED}
 
     @staticmethod
     def _means(total: dict[str, float]) -> dict[str, float]:
         count, steps = total.get("count", 0.0), total.get("steps", 0.0)
-        out = {k: v / count for k, v in total.items() if k not in ("count", "steps", "grad_norm") and count}
-        if steps:
-            out["grad_norm"] = total["grad_norm"] / steps
+        out = {k: v / count for k, v in total.items() if k not in ("count", "steps", *_PER_STEP) and count}
+        for k in _PER_STEP:
+            if steps and k in total:
+                out[k] = total[k] / steps
         return out
 
+    def _lr(self) -> float | None:
+        return None if self.plan.lr_at is None else float(self.plan.lr_at(self.step)) * self.lr_scale
+
     def events(self) -> Iterator[ev.Event]:
-        plan = self.plan
+        plan, pos = self.plan, self.position
         t_start = time.perf_counter()
-        last_report, last_step_reported = t_start, 0
+        last_report, last_step_reported = t_start, self.step
         window: dict[str, float] = collections.defaultdict(float)  # since the last Progress
-        epoch_sums: dict[str, float] = collections.defaultdict(float)
+        epoch_sums: dict[str, float] = collections.defaultdict(float, pos.epoch_sums)
         pending: list = []
         in_flight: collections.deque = collections.deque()
         reason = ev.COMPLETED
+        steps_done_here = 0
 
         def absorb(total):
             for k, v in total.items():
@@ -91,20 +134,28 @@ class Loop:
             nonlocal last_report, last_step_reported
             self.elapsed = now - t_start
             rate_steps = (self.step - last_step_reported) / max(now - last_report, 1e-9)
-            overall = self.step / max(self.elapsed, 1e-9)
+            overall = steps_done_here / max(self.elapsed, 1e-9)
             eta = (plan.steps_total - self.step) / overall if overall > 0 else None
             metrics = self._means(window)
             window.clear()
             last_report, last_step_reported = now, self.step
             return ev.Progress(step=self.step, steps_total=plan.steps_total, epoch=self.epoch, metrics=metrics,
-                               elapsed=self.elapsed, units_per_s=rate_steps * plan.units_per_step, eta=eta)
+                               elapsed=self.elapsed, units_per_s=rate_steps * plan.units_per_step, eta=eta,
+                               lr=self._lr())
 
-        for epoch in range(plan.epochs):
+        def remember(next_epoch, next_call):
+            pos.epoch, pos.call, pos.step = next_epoch, next_call, self.step
+            pos.epoch_sums = dict(epoch_sums)
+            pos.monitor = plan.monitor.to_dict() if plan.monitor else None
+
+        for epoch in range(self.start.epoch, plan.epochs):
             self.epoch = epoch + 1
             limit = min(plan.steps_per_epoch, plan.steps_total - epoch * plan.steps_per_epoch)
             idx, w = plan.plan_epoch(epoch, limit)
-            epoch_sums.clear()
-            for call in range(plan.calls_per_epoch):
+            first_call = self.start.call if epoch == self.start.epoch else 0
+            if epoch != self.start.epoch:
+                epoch_sums.clear()
+            for call in range(first_call, plan.calls_per_epoch):
                 first = call * plan.steps_per_call
                 if first >= limit:
                     break
@@ -113,11 +164,15 @@ class Loop:
                 in_flight.append(sums["step"])
                 if len(in_flight) > MAX_IN_FLIGHT:
                     in_flight.popleft().block_until_ready()  # bound how far the host runs ahead
+                before = self.step
                 self.step = epoch * plan.steps_per_epoch + min(first + plan.steps_per_call, limit)
+                steps_done_here += self.step - before
                 stop = self.should_stop()
                 now = time.perf_counter()
-                at_eval = plan.eval_every and self.step % plan.eval_every == 0
-                if stop or at_eval or now - last_report >= plan.report_every:
+                at_eval = bool(plan.eval_every) and self.step % plan.eval_every == 0
+                at_save = plan.save is not None and bool(plan.save_every) and (
+                    self.step // plan.save_every > before // plan.save_every)
+                if stop or at_eval or at_save or now - last_report >= plan.report_every:
                     absorb(self._read(pending))
                     if self.bad_step >= 0:
                         reason = ev.NAN
@@ -125,6 +180,9 @@ class Loop:
                     yield progress(now)
                     if at_eval and plan.has_validation and not stop:
                         yield ev.Eval(self.step, self.epoch, "validation", plan.evaluate(self.state, "validation"))
+                    remember(epoch, call + 1)
+                    if at_save or (stop and plan.save is not None):
+                        plan.save(self.state, pos)
                 if stop:
                     reason = ev.INTERRUPTED
                     break
@@ -134,23 +192,57 @@ class Loop:
             if self.bad_step >= 0:
                 reason = ev.NAN
                 break
-            now = time.perf_counter()
             if window:
-                yield progress(now)
-            logs = {k: v for k, v in plan.derive(self._means(epoch_sums)).items() if k != "grad_norm"}
+                yield progress(time.perf_counter())
+            logs = {k: v for k, v in plan.derive(self._means(epoch_sums)).items() if k not in _PER_STEP}
             if plan.has_validation and not plan.eval_every:
                 val = plan.evaluate(self.state, "validation")
                 yield ev.Eval(self.step, self.epoch, "validation", val)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             self.elapsed = time.perf_counter() - t_start
             yield ev.EpochEnd(self.epoch, self.step, logs, self.elapsed)
+            stop_early = self._watch(logs)
+            epoch_sums.clear()
+            remember(epoch + 1, 0)
+            if plan.save is not None and not plan.save_every:
+                plan.save(self.state, pos)
+            if stop_early:
+                reason = ev.EARLY_STOPPED
+                break
             if self.step >= plan.steps_total:
                 break
         jax.block_until_ready(self.state)
         if reason == ev.NAN:
             self.step = self.bad_step - 1  # the weights are those after the last finite step
+            self.message = (f"loss or gradient not finite at step {self.bad_step}; weights kept from step "
+                            f"{self.step}")
+        elif reason == ev.EARLY_STOPPED and plan.monitor:
+            m = plan.monitor
+            self.message = f"no improvement of {m.key} for {m.waited} evaluations (best {m.best:.4g} at epoch " \
+                           f"{m.best_epoch})"
+        if self.skipped:
+            self.message = (self.message + "; " if self.message else "") + f"skipped {self.skipped} non-finite updates"
+        if plan.keep_best and self.best is not None and plan.monitor:
+            note = f"restored the best weights ({plan.monitor.key} {plan.monitor.best:.4g} at epoch " \
+                   f"{plan.monitor.best_epoch})"
+            self.message = (self.message + "; " if self.message else "") + note
         self.elapsed = time.perf_counter() - t_start
         self.reason = reason
+
+    def _watch(self, logs: dict) -> bool:
+        """Apply the monitor's decision after an evaluation; True when the fit should stop early."""
+        monitor = self.plan.monitor
+        if monitor is None:
+            return False
+        decision = monitor.update(logs, self.epoch)
+        if decision.improved and self.plan.keep_best:
+            self.best = jax.tree.map(jnp.copy, (self.state.params, self.state.rest))  # device copy, async
+        if decision.reduce_lr:
+            self.lr_scale *= PLATEAU_FACTOR
+            scale = self.state.lr_scale
+            self.state = self.state._replace(lr_scale=jax.device_put(
+                np.float32(self.lr_scale), scale.sharding))
+        return decision.stop
 
 
 def choose_steps_per_call(steps_per_epoch: int, flops_per_step: float, *, eval_every: int | None,
@@ -165,5 +257,6 @@ def choose_steps_per_call(steps_per_epoch: int, flops_per_step: float, *, eval_e
     k = max(1, min(k, steps_per_epoch))
     if eval_every:
         k = max(d for d in range(1, min(k, eval_every) + 1) if eval_every % d == 0)
+        return k
     calls = math.ceil(steps_per_epoch / k)
-    return math.ceil(steps_per_epoch / calls) if not eval_every else k
+    return math.ceil(steps_per_epoch / calls)

@@ -97,6 +97,17 @@ def resolve_loss(loss, y, output_shape, task) -> tuple[str, LossFn, dict[str, Lo
     return loss, LOSSES[loss], METRICS_FOR_LOSS[loss]
 
 
+def smoothed(loss_fn: LossFn, smoothing: float) -> LossFn:
+    """Cross-entropy against labels smoothed towards uniform (integer or one-hot labels)."""
+
+    def per_example(logits, labels):
+        if labels.shape != logits.shape:
+            labels = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+        return loss_fn(logits, optax.smooth_labels(labels.astype(logits.dtype), smoothing))
+
+    return per_example
+
+
 def _wrap_user_loss(fn: LossFn) -> LossFn:
     """A user loss may return per-example values or a scalar mean; a scalar is spread over the batch."""
 

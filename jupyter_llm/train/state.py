@@ -15,6 +15,8 @@ class TrainState(NamedTuple):
     opt_state: Any
     step: jax.Array  # int32: training steps completed
     bad_step: jax.Array  # int32: first step whose loss or gradient was not finite; -1 while none was
+    skipped: jax.Array  # int32: non-finite updates skipped so far (--skip-nonfinite)
+    lr_scale: jax.Array  # float32: multiplier of every update (reduce-on-plateau lowers it)
 
 
 def split_model(model: nnx.Module, *, train: bool):
@@ -31,7 +33,8 @@ def fresh_copy(tree):
 
 def init_state(params, rest, tx) -> TrainState:
     params, rest = fresh_copy(params), fresh_copy(rest)
-    return TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
+    return TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32),
+                      jnp.zeros((), jnp.int32), jnp.ones((), jnp.float32))
 
 
 def count_params(params) -> int:

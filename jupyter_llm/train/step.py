@@ -35,9 +35,10 @@ class StepFns(NamedTuple):
 
 
 def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, steps_per_call: int, placement,
-                  gather: Gather = gather_rows) -> StepFns:
+                  gather: Gather = gather_rows, skip_nonfinite: int = 0, train_loss_fn=None) -> StepFns:
     """Build and jit the steps. `placement` (train/sharding.py) fixes every input's and output's sharding."""
     names = ("loss", *metrics)
+    train_loss_fn = train_loss_fn or loss_fn  # e.g. with label smoothing; metrics report the plain loss
     rep, batch_sharding = placement.replicated, placement.batch
 
     def constrain(x):
@@ -55,24 +56,30 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         def objective(params):
             model = nnx.merge(graphdef_train, params, state.rest)
             out = model(x)
-            loss = jnp.sum(loss_fn(out, y) * w) / jnp.maximum(wsum, 1.0)
+            loss = jnp.sum(train_loss_fn(out, y) * w) / jnp.maximum(wsum, 1.0)
             return loss, (out, nnx.split(model, nnx.Param, ...)[2])
 
         (loss, (out, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        advanced = TrainState(params, rest, opt_state, state.step + 1, state.bad_step)
-        held = state._replace(bad_step=state.step + 1)  # keep the last finite weights, mark the bad step
+        update_ratio = optax.global_norm(updates) / jnp.maximum(optax.global_norm(state.params), 1e-12)
+        advanced = state._replace(params=params, rest=rest, opt_state=opt_state, step=state.step + 1)
+        # a non-finite step never changes the weights: it is skipped (up to --skip-nonfinite) or it stops the fit
+        can_skip = state.skipped < skip_nonfinite
+        held = state._replace(step=jnp.where(can_skip, state.step + 1, state.step),
+                              skipped=state.skipped + can_skip.astype(jnp.int32),
+                              bad_step=jnp.where(can_skip, state.bad_step, state.step + 1))
         new_state = jax.lax.cond(ok, lambda a, b: a, lambda a, b: b, advanced, held)
         sums = batch_sums(jax.lax.stop_gradient(out), y, w)
         sums = {k: jnp.where(ok, v, 0.0) for k, v in sums.items()}
         sums.update(count=jnp.where(ok, wsum, 0.0), grad_norm=jnp.where(ok, grad_norm, 0.0),
-                    steps=jnp.where(ok, 1.0, 0.0))
+                    update_ratio=jnp.where(ok, update_ratio, 0.0), steps=jnp.where(ok, 1.0, 0.0))
         return new_state, sums
 
-    zero_sums = {k: jnp.zeros((), jnp.float32) for k in (*names, "count", "grad_norm", "steps")}
+    zero_sums = {k: jnp.zeros((), jnp.float32) for k in (*names, "count", "grad_norm", "update_ratio", "steps")}
 
     def train_chunk(state, data, idx, w, start):
         idx_k = jax.lax.dynamic_slice_in_dim(idx, start, steps_per_call)
@@ -89,6 +96,7 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         sums = {k: jnp.sum(v.astype(jnp.float32)) for k, v in sums.items()}
         sums["bad_step"] = state.bad_step
         sums["step"] = state.step
+        sums["skipped"] = state.skipped
         return state, sums
 
     def eval_split(params, rest, data, idx, w):

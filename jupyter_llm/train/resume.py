@@ -1,0 +1,107 @@
+"""Saving a fit as it goes, and continuing one: from a checkpoint directory or from an earlier Run in memory.
+
+A checkpoint holds the whole train state (weights, optimizer, step, RNG streams) plus, as JSON, the loop's position
+(epoch, chunk, the epoch's partial metric sums), the history so far, the configuration and the tokenizer — so a
+resumed fit produces the same history as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+
+import jax
+
+from jupyter_llm.errors import ConfigError
+from jupyter_llm.train.loop import Position
+from jupyter_llm.train.state import fresh_copy
+
+_RESUME_MUST_MATCH = ("batch_size", "seed", "accumulate", "block_size")
+
+
+def _versions() -> dict:
+    out = {}
+    for pkg in ("jax", "flax", "optax", "jupyter_llm"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+class Saver:
+    """Writes checkpoints at the loop's save points, asynchronously and atomically (Orbax)."""
+
+    def __init__(self, directory, *, keep: int, prepared, history):
+        from jupyter_llm.train.checkpoint import Checkpointer
+
+        self.checkpointer = Checkpointer(directory, keep=keep)
+        self.prepared, self.history = prepared, history
+
+    @classmethod
+    def for_fit(cls, config, prepared, history) -> "Saver | None":
+        if config.checkpoint is None:
+            return None
+        return cls(config.checkpoint, keep=config.keep, prepared=prepared, history=history)
+
+    def save(self, state, position: Position) -> None:
+        tokenizer = getattr(self.prepared.dataset, "tokenizer", None)
+        meta = {
+            "position": position.to_dict(),
+            "history": self.history.history,
+            "log": self.history.log,
+            "config": self.prepared.config.to_dict(),
+            "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
+            "versions": _versions(),
+        }
+        json.dumps(meta)  # fail here, in the caller, if anything is not plain JSON
+        self.checkpointer.save(position.step, state, meta)
+
+    def close(self) -> None:
+        self.checkpointer.close()
+
+
+def resume_point(config, prepared):
+    """None, or (state, Position, (history, log)) to continue from, checked against this fit."""
+    source = config.resume
+    if source is None or source is False:
+        return None
+    from jupyter_llm.run import Run
+
+    like = jax.eval_shape(prepared.init_state)
+    if isinstance(source, Run):
+        if source.state is None or source.position is None:
+            raise ConfigError("That run has no state to resume from (it failed before its first step).")
+        _check_same_structure(like, source.state, "the earlier run")
+        _check_settings(source.config.to_dict(), config, "the earlier run")
+        state = prepared.placement.put(fresh_copy(source.state))  # the earlier Run stays usable
+        return state, Position.from_dict(source.position.to_dict()), (source.history, source.log)
+    directory = config.checkpoint if source is True else source
+    if directory is None:
+        raise ConfigError("--resume without a directory needs --checkpoint DIR (in a notebook, --resume alone "
+                          "continues the run bound to --out).")
+    from jupyter_llm.train.checkpoint import Checkpointer
+
+    like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=prepared.placement.replicated), like)
+    with Checkpointer(directory, keep=config.keep) as checkpointer:
+        state, meta, _ = checkpointer.restore(like)
+    _check_settings(meta.get("config", {}), config, f"the checkpoint in {directory}")
+    return state, Position.from_dict(meta["position"]), (meta.get("history", {}), meta.get("log", []))
+
+
+def _check_same_structure(like, state, what: str) -> None:
+    a, b = jax.tree.structure(like), jax.tree.structure(state)
+    shapes_a = [tuple(x.shape) for x in jax.tree.leaves(like)]
+    shapes_b = [tuple(x.shape) for x in jax.tree.leaves(state)]
+    if a != b or shapes_a != shapes_b:
+        raise ConfigError(f"Cannot resume from {what}: its model or optimizer differs from this fit's (different "
+                          "parameters or optimizer state). Resume with the same model and optimizer.")
+
+
+def _check_settings(saved: dict, config, what: str) -> None:
+    for name in _RESUME_MUST_MATCH:
+        old, new = saved.get(name), getattr(config, name)
+        if name in saved and old != new:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"Cannot resume from {what}: it was trained with {flag} {old}, this fit asks for "
+                              f"{new}. Use {flag} {old} to continue it.")
