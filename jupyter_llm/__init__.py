@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "fit": ("jupyter_llm.fit", "fit"),
     "Run": ("jupyter_llm.run", "Run"),
+    "lr_find": ("jupyter_llm.lr_find", "lr_find"),
     "FitConfig": ("jupyter_llm.config", "FitConfig"),
     "models": ("jupyter_llm.models", None),
     "datasets": ("jupyter_llm.datasets", None),

@@ -73,6 +73,7 @@ class FitConfig:
     seed: int = _opt(0, "seed of data order, validation split and dropout of built-in models")
     display: str = _opt("auto", "progress display: auto, widget, html, text or none", DISPLAYS)
     steps_per_dispatch: int | None = _opt(None, "training steps per compiled call (default: chosen from the step's cost)")
+    report_every: float = _opt(0.25, "seconds between reads of the training metrics from the device")
 
     def __post_init__(self):
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("seed", 0), ("keep", 1),
@@ -89,6 +90,7 @@ class FitConfig:
         _check_float(self, "momentum", minimum=0.0, maximum=1.0)
         _check_float(self, "weight_decay", minimum=0.0)
         _check_float(self, "warmup", minimum=0.0)
+        _check_float(self, "report_every", minimum=0.0)
         _check_float(self, "min_lr", minimum=0.0)
         _check_float(self, "decay_factor", minimum=0.0, maximum=1.0, strict=True)
         _check_float(self, "label_smoothing", minimum=0.0, maximum=1.0)

@@ -187,7 +187,15 @@ class PreparedFit:
             epochs=self.epochs, steps_total=self.steps_total, units_per_step=src.units_per_step,
             eval_every=self.eval_every, has_validation="validation" in src.eval_plans, derive=src.derive,
             lr_at=self.lr_at if self.schedule is not None else None, monitor=self.monitor,
-            keep_best=self.config.keep_best, save=save, save_every=self.config.save_every)
+            keep_best=self.config.keep_best, save=save, save_every=self.config.save_every,
+            report_every=self.config.report_every, profile=self._profile())
+
+    def _profile(self):
+        if not self.config.profile:
+            return None
+        import os
+
+        return (self.config.profile, os.path.join(os.path.abspath(self.config.logdir), "profile"))
 
 
 def _means(sums: dict) -> dict[str, float]:

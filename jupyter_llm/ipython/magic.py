@@ -7,12 +7,13 @@ A user mistake becomes one `UsageError` line, and nothing in the namespace chang
 from __future__ import annotations
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from jupyter_llm.errors import JupyterLLMError, a_or_an
-from jupyter_llm.ipython.parse import parse_train_line, train_help
+from jupyter_llm.ipython.parse import TrainArgs, parse_lr_find_line, parse_train_line, train_help
 
 _FIT_OBJECT_OPTIONS = ("optimizer", "loss")  # options that may name an object in the namespace
+
 
 
 @magics_class
@@ -35,6 +36,28 @@ class TrainMagics(Magics):
         except JupyterLLMError as exc:
             raise UsageError(str(exc)) from None
         self.shell.push({args.out: run})
+
+    @line_magic
+    def lr_find(self, line: str):
+        """Learning-rate range test on the notebook's model and data; the model's weights are left unchanged.
+
+        %lr_find [--model NAME] [--data NAME] [--min-lr 1e-7] [--max-lr 10] [--steps 100] [--optimizer adam]
+                 [--batch-size 32] [--seed 0] [--out lr_finder]
+        """
+        try:
+            opts = parse_lr_find_line(line)
+        except JupyterLLMError as exc:
+            raise UsageError(str(exc)) from None
+        model, data, _ = self._resolve(TrainArgs(opts.pop("model"), opts.pop("data"), opts["out"]))
+        out = opts.pop("out")
+        from jupyter_llm.lr_find import lr_find
+
+        try:
+            result = lr_find(model, data, **opts)
+        except JupyterLLMError as exc:
+            raise UsageError(str(exc)) from None
+        self.shell.push({out: result})
+        return result
 
     def _resolve(self, args):
         ns = self.shell.user_ns

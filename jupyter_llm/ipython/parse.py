@@ -6,7 +6,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from jupyter_llm.errors import ConfigError
-from jupyter_llm.options import MAGIC_OPTIONS, build_parser
+from jupyter_llm.options import MAGIC_OPTIONS, Option, build_parser
 
 
 @dataclass(frozen=True)
@@ -32,3 +32,26 @@ def parse_train_line(line: str, prog: str = "%%train") -> TrainArgs:
 
 def train_help(prog: str = "%%train") -> str:
     return build_parser(prog).format_help()
+
+
+LR_FIND_OPTIONS = (
+    Option("model", str, "model", "name of the nnx.Module in the notebook namespace", fit_option=False),
+    Option("data", str, "data", "name of the data in the namespace, or a built-in dataset name", fit_option=False),
+    Option("out", str, "lr_finder", "name to bind the result to", fit_option=False),
+    Option("min_lr", float, 1e-7, "smallest learning rate of the sweep"),
+    Option("max_lr", float, 10.0, "largest learning rate of the sweep"),
+    Option("steps", int, 100, "steps of the sweep"),
+    Option("optimizer", str, "adam", "sgd, momentum, adam or adamw"),
+    Option("batch_size", int, 32, "examples per step"),
+    Option("seed", int, 0, "seed of the data order"),
+)
+
+
+def parse_lr_find_line(line: str) -> dict:
+    """`%lr_find` options -> dict with every option filled in."""
+    try:
+        argv = shlex.split(line, comments=True)
+    except ValueError as exc:
+        raise ConfigError(f"Cannot read the options ({exc}); check the quotes in {line!r}.") from None
+    parsed = vars(build_parser("%lr_find", LR_FIND_OPTIONS).parse_args(argv))
+    return {o.name: parsed.get(o.name, o.default) for o in LR_FIND_OPTIONS}

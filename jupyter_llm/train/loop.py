@@ -69,6 +69,7 @@ class LoopPlan:
     save: Callable | None = None  # (state, Position) -> None: a checkpoint at a save point
     save_every: int | None = None  # steps between saves (None: at each epoch end)
     report_every: float = 0.25
+    profile: tuple | None = None  # (steps, directory): a JAX profiler trace of the first steps
 
 
 class Loop:
@@ -148,6 +149,7 @@ class Loop:
             pos.epoch_sums = dict(epoch_sums)
             pos.monitor = plan.monitor.to_dict() if plan.monitor else None
 
+        profiler = _Profiler(*plan.profile, first_step=self.step) if plan.profile else None
         for epoch in range(self.start.epoch, plan.epochs):
             self.epoch = epoch + 1
             limit = min(plan.steps_per_epoch, plan.steps_total - epoch * plan.steps_per_epoch)
@@ -167,6 +169,8 @@ class Loop:
                 before = self.step
                 self.step = epoch * plan.steps_per_epoch + min(first + plan.steps_per_call, limit)
                 steps_done_here += self.step - before
+                if profiler is not None:
+                    profiler.after(self.step, self.state)
                 stop = self.should_stop()
                 now = time.perf_counter()
                 at_eval = bool(plan.eval_every) and self.step % plan.eval_every == 0
@@ -212,6 +216,8 @@ class Loop:
             if self.step >= plan.steps_total:
                 break
         jax.block_until_ready(self.state)
+        if profiler is not None:
+            profiler.stop()
         if reason == ev.NAN:
             self.step = self.bad_step - 1  # the weights are those after the last finite step
             self.message = (f"loss or gradient not finite at step {self.bad_step}; weights kept from step "
@@ -243,6 +249,26 @@ class Loop:
             self.state = self.state._replace(lr_scale=jax.device_put(
                 np.float32(self.lr_scale), scale.sharding))
         return decision.stop
+
+
+class _Profiler:
+    """A JAX profiler trace (TensorBoard's profile plugin reads it) of the first `steps` steps of the loop."""
+
+    def __init__(self, steps: int, directory: str, first_step: int):
+        self.until = first_step + steps
+        self.directory = directory
+        jax.profiler.start_trace(directory)
+        self.running = True
+
+    def after(self, step: int, state) -> None:
+        if self.running and step >= self.until:
+            jax.block_until_ready(state)  # the traced steps must have run
+            self.stop()
+
+    def stop(self) -> None:
+        if self.running:
+            self.running = False
+            jax.profiler.stop_trace()
 
 
 def choose_steps_per_call(steps_per_epoch: int, flops_per_step: float, *, eval_every: int | None,

@@ -1,0 +1,115 @@
+"""`lr_find(model, data)`: the learning-rate range test (Smith 2015; fastai's lr_find).
+
+A short fit whose learning rate grows exponentially from `min_lr` to `max_lr`, reading the loss after every step;
+it stops by itself when the loss diverges (a non-finite loss ends the fit). The model's weights — and every other
+variable, RNG streams included — are put back exactly as they were.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jupyter_llm import events as ev
+from jupyter_llm.errors import ConfigError
+
+_OPTIMIZERS = {
+    "sgd": lambda s: optax.sgd(s),
+    "momentum": lambda s: optax.sgd(s, momentum=0.9),
+    "adam": lambda s: optax.adam(s),
+    "adamw": lambda s: optax.adamw(s),
+}
+
+
+@dataclass
+class LRFinderResult:
+    lrs: list[float]
+    losses: list[float]
+    suggestion: float | None  # the steepest descent of the smoothed loss
+
+    def __repr__(self):
+        found = f"{self.suggestion:.2e}" if self.suggestion else "none (the loss never fell)"
+        return f"LRFinderResult(suggested lr {found}, {len(self.lrs)} steps)"
+
+    def _repr_html_(self):
+        try:
+            from jupyter_llm.sinks.svg import line_chart_svg
+        except ImportError:
+            return None
+        points = [(math.log10(lr), loss) for lr, loss in zip(self.lrs, self.losses)]
+        svg = line_chart_svg({"loss": points}, width=520, height=260, title="learning-rate range test",
+                             xlabel="log10(learning rate)")
+        return f"<div>{svg}<p>{self!r}</p></div>"
+
+    def plot(self, ax=None):
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.gca()
+        ax.plot(self.lrs, self.losses)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("loss")
+        if self.suggestion:
+            ax.axvline(self.suggestion, color="tab:red", linestyle="--", label=f"suggested {self.suggestion:.1e}")
+            ax.legend()
+        return ax
+
+
+class _StepLosses:
+    def __init__(self):
+        self.points: list[tuple[int, float]] = []
+
+    def on(self, event):
+        if isinstance(event, ev.Progress) and "loss" in event.metrics:
+            self.points.append((event.step, event.metrics["loss"]))
+
+
+def lr_find(model: nnx.Module, data, *, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int = 100,
+            optimizer: str = "adam", batch_size: int = 32, seed: int = 0, smoothing: float = 0.9,
+            **options) -> LRFinderResult:
+    """Run the range test on `model` and `data` (any form `fit` accepts); the model is left unchanged."""
+    from jupyter_llm.fit import fit
+
+    if not 0 < min_lr < max_lr:
+        raise ConfigError(f"lr_find needs 0 < min_lr < max_lr, got min_lr={min_lr}, max_lr={max_lr}.")
+    if optimizer not in _OPTIMIZERS:
+        raise ConfigError(f"lr_find optimizer must be one of {', '.join(_OPTIMIZERS)}, got {optimizer!r}.")
+    if steps < 5:
+        raise ConfigError(f"lr_find needs at least 5 steps, got {steps}.")
+    ratio = max_lr / min_lr
+
+    def schedule(count):
+        return min_lr * ratio ** (jnp.minimum(count, steps - 1) / (steps - 1))
+
+    snapshot = jax.tree.map(jnp.copy, nnx.state(model))  # every variable, RNG streams included
+    recorder = _StepLosses()
+    try:
+        fit(model, data, optimizer=_OPTIMIZERS[optimizer](schedule), steps=steps, batch_size=batch_size, seed=seed,
+            steps_per_dispatch=1, report_every=0.0, display="none", sinks=[recorder], **options)
+    finally:
+        nnx.update(model, snapshot)
+    lrs = [float(schedule(step - 1)) for step, _ in recorder.points]
+    losses = [loss for _, loss in recorder.points]
+    return LRFinderResult(lrs, losses, suggest(lrs, losses, smoothing))
+
+
+def suggest(lrs, losses, smoothing: float = 0.9) -> float | None:
+    """The learning rate where the smoothed loss falls fastest (per decade), before it starts to diverge."""
+    if len(losses) < 5:
+        return None
+    smooth, avg = [], 0.0
+    for i, loss in enumerate(losses):
+        avg = smoothing * avg + (1 - smoothing) * loss
+        smooth.append(avg / (1 - smoothing ** (i + 1)))
+    smooth = np.asarray(smooth)
+    best = int(np.argmin(smooth))
+    if best < 2:
+        return None
+    slopes = np.gradient(smooth[: best + 1], np.log10(np.asarray(lrs[: best + 1])))
+    return float(lrs[int(np.argmin(slopes))])
