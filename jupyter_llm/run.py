@@ -114,6 +114,41 @@ class Run:
                 for i in range(0, len(x), PREDICT_BATCH)]
         return np.concatenate(jax.device_get(outs)) if outs else np.zeros((0,))
 
+    # -- language models -------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The tokenizer of a language-model or text-classification fit (None for array data)."""
+        tok = getattr(self.dataset, "tokenizer", None)
+        return tok if tok is not None else getattr(self.dataset, "meta", {}).get("tokenizer")
+
+    def _prompt_ids(self, prompt: str):
+        tok = self.tokenizer
+        if tok is None:
+            raise DataError("This run was not trained on text, so it cannot generate: train a language model on "
+                            "jl.datasets.text(...) or jl.datasets.load('tinyshakespeare').")
+        if prompt == "":
+            newline = "\n" if "\n" in getattr(tok, "chars", ["\n"]) else None
+            return tok.encode(newline) if newline else np.zeros((1,), np.int32)
+        return tok.encode(prompt)
+
+    def generate(self, prompt: str = "", max_new_tokens: int = 200, *, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int = 0) -> str:
+        """Text sampled from the trained language model after `prompt` (decoded with the fit's tokenizer)."""
+        from jupyter_llm.models.generate import generate
+
+        ids = generate(self.model, self._prompt_ids(prompt), max_new_tokens, temperature=temperature, top_k=top_k,
+                       seed=seed)
+        return self.tokenizer.decode(ids)
+
+    def generate_stream(self, prompt: str = "", max_new_tokens: int = 200, *, temperature: float = 1.0,
+                        top_k: int | None = None, seed: int = 0, chunk: int = 16):
+        """Like `generate`, yielding pieces of text as they are produced (what `%generate` prints)."""
+        from jupyter_llm.models.generate import generate_stream
+
+        for ids in generate_stream(self.model, self._prompt_ids(prompt), max_new_tokens, temperature=temperature,
+                                   top_k=top_k, seed=seed, chunk=chunk):
+            yield self.tokenizer.decode(ids)
+
     # -- display ---------------------------------------------------------------------------------------------
     def summary(self) -> str:
         last = {k: v[-1] for k, v in self.history.items() if v}
@@ -134,7 +169,7 @@ class Run:
             return None
         if self._sink.start is None or self._sink.end is None:
             return None
-        return Report(self._sink.start, self._sink.end, trace=self.trace, log=self.log)
+        return Report(self._sink.start, self._sink.end, trace=self.trace, log=self.log, evals=self._sink.evals)
 
     def _repr_html_(self):
         report = self._report()

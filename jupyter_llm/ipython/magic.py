@@ -10,7 +10,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from jupyter_llm.errors import JupyterLLMError, a_or_an
-from jupyter_llm.ipython.parse import TrainArgs, parse_lr_find_line, parse_train_line, train_help
+from jupyter_llm.ipython.parse import (TrainArgs, parse_generate_line, parse_lr_find_line, parse_train_line,
+                                       train_help)
 
 _FIT_OBJECT_OPTIONS = ("optimizer", "loss")  # options that may name an object in the namespace
 
@@ -58,6 +59,34 @@ class TrainMagics(Magics):
             raise UsageError(str(exc)) from None
         self.shell.push({out: result})
         return result
+
+    @line_magic
+    def generate(self, line: str):
+        """Stream text from a trained language model into the cell output.
+
+        %generate [--run run] [--tokens 200] [--temperature 0.8] [--top-k K] [--seed 0] PROMPT
+        """
+        try:
+            opts, prompt = parse_generate_line(line)
+        except JupyterLLMError as exc:
+            raise UsageError(str(exc)) from None
+        from jupyter_llm.run import Run
+
+        run = self.shell.user_ns.get(opts["run"])
+        if not isinstance(run, Run):
+            raise UsageError(f"--run {opts['run']!r} is not a Run in the notebook; train a language model with "
+                             "%%train first, or pass --run NAME.")
+        import sys
+
+        try:
+            sys.stdout.write(prompt)
+            for piece in run.generate_stream(prompt, opts["tokens"], temperature=opts["temperature"],
+                                             top_k=opts["top_k"], seed=opts["seed"]):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        except JupyterLLMError as exc:
+            raise UsageError(str(exc)) from None
 
     def _resolve(self, args):
         ns = self.shell.user_ns

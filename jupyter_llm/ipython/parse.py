@@ -55,3 +55,27 @@ def parse_lr_find_line(line: str) -> dict:
         raise ConfigError(f"Cannot read the options ({exc}); check the quotes in {line!r}.") from None
     parsed = vars(build_parser("%lr_find", LR_FIND_OPTIONS).parse_args(argv))
     return {o.name: parsed.get(o.name, o.default) for o in LR_FIND_OPTIONS}
+
+
+GENERATE_OPTIONS = (
+    Option("run", str, "run", "name of the Run of a language model", fit_option=False),
+    Option("tokens", int, 200, "number of new tokens"),
+    Option("temperature", float, 0.8, "sampling temperature (0: greedy)"),
+    Option("top_k", int, None, "sample among the k most likely tokens"),
+    Option("seed", int, 0, "seed of the sampling"),
+)
+
+
+def parse_generate_line(line: str) -> tuple[dict, str]:
+    """`%generate [options] PROMPT...` -> (options, prompt). Quote a prompt that starts with '--'."""
+    try:
+        argv = shlex.split(line, comments=False)
+    except ValueError as exc:
+        raise ConfigError(f"Cannot read the options ({exc}); check the quotes in {line!r}.") from None
+    parser = build_parser("%generate", GENERATE_OPTIONS)
+    parsed, rest = parser.parse_known_args(argv)
+    unknown = [a for a in rest if a.startswith("--")]
+    if unknown:
+        raise ConfigError(f"unrecognized arguments: {' '.join(unknown)}. See %generate? for the options.")
+    opts = vars(parsed)
+    return {o.name: opts.get(o.name, o.default) for o in GENERATE_OPTIONS}, " ".join(rest)

@@ -1,0 +1,179 @@
+"""Report: the static summary of a finished fit, built to survive saving, nbconvert and nbviewer.
+
+Live widgets need their saved state (and JavaScript) to show anything after the kernel is gone; a static
+renderer shows only `text/plain`. So when a fit ends we also display this: final metrics (train, validation,
+test), the curves as an SVG image and a run card, with a text version for terminals and static viewers. Its size
+does not grow with the number of steps: curves come from bounded series, the table from the last epoch only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+from html import escape
+from typing import Iterable, Mapping
+
+from jupyter_llm import events as ev
+from jupyter_llm.sinks.html import END_STYLES, end_banner_html, fmt_value, header_html
+from jupyter_llm.sinks.series import Curves
+from jupyter_llm.sinks.svg import line_chart_svg, svg_img
+from jupyter_llm.sinks.text import format_duration
+
+PACKAGES = ("jax", "flax", "optax", "jupyter_llm")
+REPORT_POINTS = 256  # points per curve in a report: enough for the shape, small in the saved notebook
+CELL = 'style="text-align:right;padding:1px 8px"'
+KEY = 'style="text-align:left;padding:1px 8px;color:#555"'
+
+
+def versions(packages: Iterable[str] = PACKAGES) -> dict[str, str]:
+    out = {}
+    for name in packages:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def config_dict(config) -> dict:
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    if dataclasses.is_dataclass(config):
+        return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return dict(config) if isinstance(config, Mapping) else {}
+
+
+class Report:
+    """Summary of one fit.
+
+    `trace` is the (step, train loss) trace at the reporting cadence, `log` the per-epoch rows
+    ({"epoch", "step", "loss", "val_loss", ...}), `evals` the validation `Eval` events (they replace the log's
+    val_ values for the curves when given, e.g. for step-based fits with `eval_every`).
+    """
+
+    def __init__(self, start: ev.FitStart, end: ev.FitEnd, *, trace: Iterable = (), log: Iterable[Mapping] = (),
+                 evals: Iterable[ev.Eval] = (), curves: Curves | None = None):
+        self.start, self.end = start, end
+        self.log = list(log)
+        self.final = self._final_metrics()
+        self.curves = curves or _curves(trace, self.log, evals)
+        self.versions = versions()
+
+    def _final_metrics(self) -> dict[str, dict[str, float]]:
+        """{metric: {"train": .., "validation": .., "test": ..}} from the last epoch and the test evaluation."""
+        last = dict(self.log[-1]) if self.log else {k: v[-1] for k, v in self.end.history.items() if v}
+        table: dict[str, dict[str, float]] = {}
+        for key, value in last.items():
+            if key in ("epoch", "step", "elapsed") or not isinstance(value, (int, float)):
+                continue
+            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            table.setdefault(name, {})[split] = float(value)
+        for name, value in (self.end.test_metrics or {}).items():
+            table.setdefault(name, {})["test"] = float(value)
+        return dict(sorted(table.items(), key=lambda kv: kv[0] != "loss"))  # loss first, then in logged order
+
+    # -- HTML -------------------------------------------------------------------------------------------------
+    def metrics_html(self) -> str:
+        splits = [s for s in ("train", "validation", "test") if any(s in row for row in self.final.values())]
+        if not splits:
+            return '<div style="color:#777">no metrics recorded</div>'
+        head = f"<th {KEY}>metric</th>" + "".join(f"<th {CELL}>{s}</th>" for s in splits)
+        body = "".join(f"<tr><td {KEY}>{escape(name)}</td>"
+                       + "".join(f"<td {CELL}>{fmt_value(row[s]) if s in row else ''}</td>" for s in splits)
+                       + "</tr>" for name, row in self.final.items())
+        return (f'<table class="jl-summary" style="border-collapse:collapse;font-size:12px;'
+                f'font-variant-numeric:tabular-nums"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+
+    def chart_svg(self) -> str:
+        return line_chart_svg(self.curves.series(), 560, 300, title="training curves", xlabel="step",
+                              secondary=self.curves.secondary())
+
+    def chart_html(self) -> str:
+        """The curves as an SVG image (see `svg.svg_img` for why not inline), or nothing before the first step."""
+        return svg_img(self.chart_svg(), "training curves") if self.curves.series() else ""
+
+    def card(self) -> dict[str, str]:
+        """The run card: what someone needs to reproduce or compare this run."""
+        s, e = self.start, self.end
+        cfg = config_dict(s.config)
+        return {
+            "model": f"{s.model_name} ({s.param_count:,} params)",
+            "devices": s.devices,
+            "data": ", ".join(f"{k} {v:,}" for k, v in s.split_sizes.items() if v),
+            "steps": f"{e.step}/{s.steps_total} (epoch {e.epoch}/{s.epochs}, batch {s.batch_size})",
+            "seed": str(cfg.get("seed", "?")),
+            "config": ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None),
+            "time": f"train {format_duration(e.elapsed)}, compile {e.compile_seconds:.1f} s",
+            "end": e.reason + (f" — {e.message}" if e.message else ""),
+            "versions": ", ".join(f"{k} {v}" for k, v in self.versions.items()),
+        }
+
+    def card_html(self) -> str:
+        rows = "".join(f"<tr><td {KEY}>{escape(k)}</td><td style=\"text-align:left;padding:1px 8px\">{escape(v)}"
+                       f"</td></tr>" for k, v in self.card().items())
+        return f'<table class="jl-card" style="border-collapse:collapse;font-size:12px">{rows}</table>'
+
+    def _repr_html_(self) -> str:
+        return (f'<div class="jl-report">{header_html(self.start)}{end_banner_html(self.end, self.start.steps_total)}'
+                f'<div style="display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start">'
+                f"<div>{self.metrics_html()}</div><div>{self.chart_html()}</div></div>"
+                f"{self.card_html()}</div>")
+
+    # -- text -------------------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        s, e = self.start, self.end
+        label = END_STYLES.get(e.reason, END_STYLES[ev.FAILED])[0]
+        lines = [f"{s.model_name}: {label} at step {e.step}/{s.steps_total} (epoch {e.epoch}/{s.epochs}) in "
+                 f"{format_duration(e.elapsed)} (+ {e.compile_seconds:.1f} s compile)"]
+        if e.message:
+            lines.append(f"  {e.message}")
+        splits = [sp for sp in ("train", "validation", "test") if any(sp in r for r in self.final.values())]
+        if splits:
+            width = max(len(n) for n in self.final) + 2
+            lines.append(" " * width + "".join(f"{sp:>12}" for sp in splits))
+            for name, row in self.final.items():
+                lines.append(f"{name:<{width}}" + "".join(f"{row[sp]:>12.4g}" if sp in row else " " * 12
+                                                          for sp in splits))
+        card = self.card()
+        lines += [f"seed {card['seed']} · {card['devices']} · {card['versions']}"]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p, cycle) -> None:
+        p.text(repr(self))
+
+
+def _curves(trace, log, evals) -> Curves:
+    evals = [e for e in evals if e.split == "validation"]
+    curves = Curves.from_history(trace, [] if evals else log, capacity=REPORT_POINTS)
+    for e in evals:
+        curves.add_eval(e.step, e.metrics)
+    if evals and not curves.train.count:  # per-epoch train loss when there was no step trace
+        for row in log:
+            if "loss" in row:
+                curves.add_train(row.get("step", 0), row["loss"])
+    return curves
+
+
+class ReportSink:
+    """Displays the `Report` when the fit ends, so the cell's output ends with a summary that survives export."""
+
+    def __init__(self):
+        self.start: ev.FitStart | None = None
+        self.curves = Curves(REPORT_POINTS)
+        self.log: list[dict] = []  # one row per epoch: the report's table reads the last
+        self.report: Report | None = None
+
+    def on(self, event) -> None:
+        if isinstance(event, ev.FitStart):
+            self.start, self.curves, self.log, self.report = event, Curves(REPORT_POINTS), [], None
+        elif isinstance(event, ev.Progress) and "loss" in event.metrics:
+            self.curves.add_train(event.step, event.metrics["loss"])
+        elif isinstance(event, ev.Eval) and event.split == "validation":
+            self.curves.add_eval(event.step, event.metrics)
+        elif isinstance(event, ev.EpochEnd):
+            self.log.append({"epoch": event.epoch, "step": event.step, "elapsed": event.elapsed, **event.logs})
+        elif isinstance(event, ev.FitEnd) and self.start is not None:
+            from IPython.display import display
+
+            self.report = Report(self.start, event, log=self.log, curves=self.curves)
+            display(self.report)
