@@ -46,13 +46,18 @@ def train(argv: list[str]):
 
     from jupyter_llm import models
     from jupyter_llm.data.coerce import as_dataset
+    from jupyter_llm.data.text import TextCorpus
     from jupyter_llm.fit import fit
     from jupyter_llm.ipython.parse import parse_train_line
 
     args = parse_train_line(shlex.join(argv), prog="python -m jupyter_llm train")
     options = dict(args.fit_options)
     options.setdefault("display", "text")
-    dataset = as_dataset(args.data)
+    from jupyter_llm.datasets import load
+
+    dataset = load(args.data)
+    if not isinstance(dataset, TextCorpus):
+        dataset = as_dataset(dataset)
     model = models.build(args.model, dataset, seed=options.get("seed", 0))
     return fit(model, dataset, **options)
 

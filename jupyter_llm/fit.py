@@ -38,6 +38,10 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     if not isinstance(model, nnx.Module):
         raise ModelError(f"The model must be a flax.nnx.Module, got {type(model).__name__}. Build it with one of "
                          "jupyter_llm.models (e.g. MLP) or subclass nnx.Module.")
+    if isinstance(data, str):
+        from jupyter_llm.datasets import load
+
+        data = load(data)
     dataset = data if isinstance(data, TextCorpus) else as_dataset(data, val_split=config.val_split, seed=config.seed)
     prepared = PreparedFit(model, dataset, config)
     start = resume_point(config, prepared)  # None, or (state, position, history) — checked before any work

@@ -27,7 +27,7 @@ def test_command_line_errors_exit_2_with_one_line():
     proc = subprocess.run([sys.executable, "-m", "jupyter_llm", "train", "--model", "transformer", "--data", "digits"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: Unknown model 'transformer'")
+    assert proc.stderr.strip().startswith("error: Unknown model 'transformer' for this data")
     assert len(proc.stderr.strip().splitlines()) == 1
 
 

@@ -38,9 +38,12 @@ def _coerce(data: Any) -> Dataset:
     if isinstance(data, Dataset):
         return data
     if isinstance(data, str):
-        from jupyter_llm.data.builtin import load
+        from jupyter_llm.datasets import load
 
-        return load(data)
+        loaded = load(data)
+        if not isinstance(loaded, Dataset):
+            raise DataError(f"{data!r} is a text corpus for language models, not (x, y) examples.")
+        return loaded
     if isinstance(data, Mapping):
         unknown = [k for k in data if k not in _SPLIT_ALIASES]
         if unknown or "train" not in data:

@@ -102,7 +102,7 @@ class TrainMagics(Magics):
         if args.data in ns:
             data = ns[args.data]
         else:
-            from jupyter_llm.data.builtin import available
+            from jupyter_llm.datasets import available
 
             if args.data not in available():
                 raise UsageError(f"--data {args.data!r} names nothing in the notebook and is not a built-in dataset "
