@@ -60,12 +60,12 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
             return loss, (out, nnx.split(model, nnx.Param, ...)[2])
 
         (loss, (out, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        update_ratio = optax.global_norm(updates) / jnp.maximum(optax.global_norm(state.params), 1e-12)
+        update_ratio = optax.tree.norm(updates) / jnp.maximum(optax.tree.norm(state.params), 1e-12)
         advanced = state._replace(params=params, rest=rest, opt_state=opt_state, step=state.step + 1)
         # a non-finite step never changes the weights: it is skipped (up to --skip-nonfinite) or it stops the fit
         can_skip = state.skipped < skip_nonfinite

@@ -1,0 +1,200 @@
+"""Control of a fit: schedules, regularisation, early stopping, plateau, best weights, NaN skipping, lr_find,
+and resuming an interrupted fit to exactly the history of an uninterrupted one."""
+
+import os
+import signal
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import jupyter_llm as jl
+from jupyter_llm import events as ev
+from jupyter_llm.errors import ConfigError
+from jupyter_llm.train.optim import make_schedule
+from jupyter_llm.config import FitConfig
+from tests.helpers import mlp, params_of, same_params
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(512, 16)).astype(np.float32)
+Y = (X[:, :8].sum(1) > X[:, 8:].sum(1)).astype(np.int32) + 2 * (X[:, 0] > 0)
+DATA = {"train": (X[:384], Y[:384]), "validation": (X[384:], Y[384:])}
+
+
+def model(seed=0, **kw):
+    return mlp(in_features=16, hidden=(32,), num_classes=4, seed=seed, **kw)
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def on(self, event):
+        self.events.append(event)
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "exponential", "step", "onecycle"])
+def test_schedules_shape(schedule):
+    cfg = FitConfig(lr=1e-2, schedule=schedule, warmup=10, min_lr=1e-4)
+    f = make_schedule(cfg, 100)
+    values = np.array([float(f(i)) for i in range(100)])
+    assert values.max() == pytest.approx(1e-2, rel=1e-3)
+    if schedule != "onecycle":
+        assert values[0] < values[9] < values[10] * 1.0001  # linear warm-up to the peak
+    if schedule != "constant":
+        assert values[-1] < 0.5 * values.max() and values[-1] >= 1e-4 * 0.999 * (schedule != "onecycle")
+
+
+def test_lr_is_reported_and_follows_the_schedule():
+    rec = Recorder()
+    jl.fit(model(), DATA, epochs=4, lr=1e-2, schedule="cosine", warmup=0.25, report_every=0.0, steps_per_dispatch=1,
+           display="none", sinks=[rec])
+    lrs = [p.lr for p in rec.of(ev.Progress)]
+    peak = int(np.argmax(lrs))
+    assert 0 < peak < len(lrs) - 1 and max(lrs) == pytest.approx(1e-2, rel=1e-3)
+    assert lrs[-1] < 0.05 * max(lrs)
+
+
+def test_early_stopping_and_keep_best_restore_the_best_weights():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(96, 16)).astype(np.float32)
+    y = rng.integers(0, 4, 96)  # random labels: validation loss soon rises (overfitting)
+    data = {"train": (x[:64], y[:64]), "validation": (x[64:], y[64:])}
+    m = mlp(in_features=16, hidden=(256,), num_classes=4)
+    run = jl.fit(m, data, epochs=300, lr=1e-2, batch_size=16, early_stop=3, keep_best=True, display="none")
+    assert run.reason == "early-stopped" and len(run.history["loss"]) < 300
+    val = run.history["val_loss"]
+    best = int(np.argmin(val))
+    assert len(val) == best + 1 + 3  # stopped after 3 evaluations without improvement
+    assert run.evaluate("validation")["loss"] == pytest.approx(val[best], rel=1e-5)  # the model holds the best
+    assert "restored the best weights" in run._sink.end.message
+
+
+def test_plateau_halves_the_learning_rate():
+    rec = Recorder()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(96, 16)).astype(np.float32)
+    data = {"train": (x[:64], rng.integers(0, 4, 64)), "validation": (x[64:], rng.integers(0, 4, 32))}
+    jl.fit(model(), data, epochs=40, lr=1e-2, plateau=1, report_every=0.0, display="none", sinks=[rec])
+    lrs = sorted({round(p.lr, 12) for p in rec.of(ev.Progress)}, reverse=True)
+    assert lrs[0] == pytest.approx(1e-2) and lrs[1] == pytest.approx(5e-3) and len(lrs) >= 3
+
+
+def test_monitor_must_be_logged():
+    with pytest.raises(ConfigError, match="no validation split"):
+        jl.fit(model(), (X, Y), epochs=1, early_stop=2, display="none")
+    with pytest.raises(ConfigError, match="'val_acc' is not logged"):
+        jl.fit(model(), DATA, epochs=1, early_stop=2, monitor="val_acc", display="none")
+
+
+def test_accumulation_equals_a_bigger_batch_for_sgd():
+    """Four accumulated batches of 8 make the same update as one batch of 32 (mean gradients, plain SGD)."""
+    a = jl.fit(model(), (X[:32], Y[:32]), epochs=1, batch_size=32, optimizer="sgd", lr=0.1, display="none")
+    b = jl.fit(model(), (X[:32], Y[:32]), epochs=1, batch_size=8, accumulate=4, optimizer="sgd", lr=0.1, seed=0,
+               display="none")
+    for p, q in zip(params_of(a.model), params_of(b.model)):
+        np.testing.assert_allclose(p, q, atol=1e-6)
+
+
+def test_label_smoothing_and_weight_decay_change_training():
+    base = jl.fit(model(), DATA, epochs=3, display="none")
+    smooth = jl.fit(model(), DATA, epochs=3, label_smoothing=0.2, display="none")
+    decayed = jl.fit(model(), DATA, epochs=3, optimizer="adamw", weight_decay=0.5, display="none")
+    assert not same_params(base.model, smooth.model)
+    norm = lambda m: sum(float((p ** 2).sum()) for p in params_of(m) if p.ndim == 2)
+    assert norm(decayed.model) < norm(base.model)
+    with pytest.raises(ConfigError, match="label-smoothing applies to cross-entropy"):
+        jl.fit(mlp(in_features=16, num_classes=1), (X, X[:, 0]), label_smoothing=0.1, display="none")
+
+
+def test_skip_nonfinite_skips_bad_batches_and_goes_on():
+    x = X.copy()
+    x[5] = 1e30  # one example makes its batch's loss infinite
+    y = Y.copy()
+    run = jl.fit(model(), (x, y), epochs=3, batch_size=32, skip_nonfinite=5, display="none")
+    assert run.reason == "completed" and "skipped 3 non-finite updates" in run._sink.end.message
+    assert all(np.isfinite(p).all() for p in params_of(run.model))
+    stopped = jl.fit(model(), (x, y), epochs=3, batch_size=32, display="none")
+    assert stopped.reason == "nan"
+
+
+def test_gradient_health_metrics_are_reported():
+    rec = Recorder()
+    jl.fit(model(), DATA, epochs=2, clip=0.5, report_every=0.0, display="none", sinks=[rec])
+    metrics = rec.of(ev.Progress)[-1].metrics
+    assert metrics["grad_norm"] > 0 and 0 < metrics["update_ratio"] < 1
+
+
+def test_lr_find_restores_weights_and_suggests_a_rate():
+    m = model()
+    before = [np.asarray(a) for a in jax.tree.leaves(jl.models.MLP.__mro__ and __import__("flax").nnx.state(m))]
+    result = jl.lr_find(m, DATA, steps=60)
+    after = [np.asarray(a) for a in jax.tree.leaves(__import__("flax").nnx.state(m))]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert len(result.lrs) == len(result.losses) >= 30
+    assert result.lrs == sorted(result.lrs)
+    assert 1e-5 < result.suggestion < 1.0
+    assert min(result.losses) < result.losses[0]
+
+
+class InterruptAt:
+    """Sends SIGINT to this process at the n-th Progress event (the stop button)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on(self, event):
+        if isinstance(event, ev.Progress):
+            self.n -= 1
+            if self.n == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("stop_at", [1, 7, 12, 25])
+def test_resume_in_memory_equals_uninterrupted(stop_at):
+    options = dict(epochs=4, batch_size=32, lr=3e-3, steps_per_dispatch=1, report_every=0.0, display="none",
+                   schedule="cosine", warmup=5)
+    full = jl.fit(model(), DATA, **options)
+    first = jl.fit(model(), DATA, sinks=[InterruptAt(stop_at)], **options)
+    assert first.reason == "interrupted" and first.step == stop_at + 1  # the next step boundary
+    resumed = jl.fit(model(seed=99), DATA, resume=first, **options)  # a fresh model object: weights come from `first`
+    assert resumed.reason == "completed"
+    assert resumed.history == full.history  # to the bit
+    assert same_params(resumed.model, full.model)
+    again = jl.fit(model(), DATA, resume=first, **options)  # the earlier run is still usable
+    assert again.history == full.history
+
+
+def test_resume_rejects_a_different_batch_size():
+    first = jl.fit(model(), DATA, epochs=1, display="none")
+    with pytest.raises(ConfigError, match="--batch-size 32"):
+        jl.fit(model(), DATA, epochs=2, batch_size=16, resume=first, display="none")
+
+
+def test_option_errors_of_the_control_options():
+    for options, message in [
+        (dict(schedule="cosin"), "Did you mean 'cosine'"),
+        (dict(warmup=-1), "--warmup must be at least 0"),
+        (dict(early_stop=-2), "--early-stop must be at least 0"),
+        (dict(plateau=-1), "--plateau must be at least 0"),
+        (dict(accumulate=0), "--accumulate must be at least 1"),
+        (dict(label_smoothing=1.0), "--label-smoothing must be below 1"),
+        (dict(min_lr=0.1, lr=0.01, schedule="cosine"), "--min-lr 0.1 must be below --lr"),
+        (dict(clip=0), "--clip must be greater than 0"),
+        (dict(decay_factor=1.5), "--decay-factor must be at most 1.0"),
+        (dict(keep_best="yes"), "--keep-best is a switch"),
+        (dict(profile=5), "--profile writes its trace into --logdir"),
+        (dict(optimizer=optax.sgd(0.1), schedule="cosine"), "an optax object brings its own"),
+        (dict(warmup=1000, epochs=1), "--warmup 1000.0 covers all"),
+        (dict(skip_nonfinite=-1), "--skip-nonfinite must be at least 0"),
+        (dict(save_every=0), "--save-every must be at least 1"),
+        (dict(keep=0), "--keep must be at least 1"),
+        (dict(report_every=-1), "--report-every must be at least 0"),
+        (dict(resume=True), "--resume without a directory needs --checkpoint"),
+    ]:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            jl.fit(model(), DATA, display="none", **options)
