@@ -85,9 +85,12 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
                            compile_seconds=history.compile.seconds if history.compile else 0.0,
                            history=history.history, test_metrics=test_metrics, message=message))
     from jupyter_llm.run import Run
+    from jupyter_llm.runs import record
 
-    return Run(model=model, config=config, dataset=prepared.dataset, source=prepared.source, history_sink=history,
-               steps=prepared.steps, loss_name=prepared.loss_name, state=loop.state, position=loop.position)
+    run = Run(model=model, config=config, dataset=prepared.dataset, source=prepared.source, history_sink=history,
+              steps=prepared.steps, loss_name=prepared.loss_name, state=loop.state, position=loop.position)
+    record(run)
+    return run
 
 
 def _write_back(model, loop, config) -> None:

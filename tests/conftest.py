@@ -25,9 +25,9 @@ def small_data(digits):
 @pytest.fixture
 def ipython():
     """A real InteractiveShell with the extension loaded (no kernel)."""
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython, start_ipython
 
-    ip = start_ipython()
+    ip = start_ipython() or get_ipython()  # the global test shell is made once per process
     ip.run_line_magic("load_ext", "jupyter_llm")
     yield ip
     for name in ("model", "data", "run", "x", "y", "other"):

@@ -78,7 +78,7 @@ def test_partial_last_batch_is_exact():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw"])
 def test_each_optimizer_learns(small_data, optimizer):
-    lr = 0.1 if optimizer in ("sgd", "momentum") else 3e-3
+    lr = {"sgd": 0.5, "momentum": 0.1}.get(optimizer, 3e-3)
     run = jl.fit(mlp(), small_data, epochs=4, lr=lr, optimizer=optimizer, weight_decay=1e-4, display="none")
     assert run.history["loss"][-1] < 0.6 * run.history["loss"][0]
 

@@ -55,11 +55,20 @@ def read_text(path) -> str:
         raise DatasetNotFound(f"Cannot read the text file {str(p)!r}: {exc.strerror}.") from None
 
 
+def _looks_like_path(source: str) -> bool:
+    """An existing file, or a short string with no spaces that has a suffix or a slash (a mistyped path must
+    fail loudly instead of becoming a corpus of one line)."""
+    if len(source) > 1024 or "\n" in source:
+        return False
+    if os.path.isfile(os.path.expanduser(source)):
+        return True
+    return not any(c.isspace() for c in source) and (Path(source).suffix != "" or os.sep in source)
+
+
 def text(source, *, tokenizer="char", block_size: int = 64, val_fraction: float = 0.1, vocab_size: int | None = None,
          name: str | None = None) -> TextCorpus:
     """A TextCorpus from a local file path or a string of text."""
-    is_path = isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
-                                                  and len(source) < 4096 and Path(source).suffix != "")
+    is_path = isinstance(source, os.PathLike) or _looks_like_path(source)
     body = read_text(source) if is_path else str(source)
     label = name or (Path(str(source)).stem if is_path else "text")
     if not body.strip():
