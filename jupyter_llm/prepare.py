@@ -150,7 +150,7 @@ class PreparedFit:
         self.steps = make_step_fns(self.graphdef_train, self.graphdef_eval, self.tx, self.loss_fn, self.metrics,
                                    self.k, self.placement, gather=src.gather,
                                    skip_nonfinite=self.config.skip_nonfinite, train_loss_fn=self.train_loss_fn)
-        state = jax.eval_shape(lambda: init_state(self.params, self.rest, self.tx))
+        state = jax.eval_shape(lambda p, r: init_state(p, r, self.tx, copy=False), self.params, self.rest)
         plan = jax.jit(self._plan, out_shardings=self.placement.replicated)
         idx, w = jax.eval_shape(plan, self.data_key, 0, 1)
         compiled = {"train": self.steps.train_chunk.lower(state, src.device["train"], idx, w, 0).compile(),

@@ -14,7 +14,7 @@ import jax
 
 from jupyter_llm.errors import ConfigError
 from jupyter_llm.train.loop import Position
-from jupyter_llm.train.state import fresh_copy
+from jupyter_llm.train.state import fresh_copy, init_state
 
 _RESUME_MUST_MATCH = ("batch_size", "seed", "accumulate", "block_size")
 
@@ -68,7 +68,7 @@ def resume_point(config, prepared):
         return None
     from jupyter_llm.run import Run
 
-    like = jax.eval_shape(prepared.init_state)
+    like = jax.eval_shape(lambda p, r: init_state(p, r, prepared.tx, copy=False), prepared.params, prepared.rest)
     if isinstance(source, Run):
         if source.state is None or source.position is None:
             raise ConfigError("That run has no state to resume from (it failed before its first step).")

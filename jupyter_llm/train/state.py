@@ -31,8 +31,10 @@ def fresh_copy(tree):
     return jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, tree)
 
 
-def init_state(params, rest, tx) -> TrainState:
-    params, rest = fresh_copy(params), fresh_copy(rest)
+def init_state(params, rest, tx, *, copy: bool = True) -> TrainState:
+    """A fresh train state; `copy=False` only for abstract evaluation (`jax.eval_shape`), where nothing is donated."""
+    if copy:
+        params, rest = fresh_copy(params), fresh_copy(rest)
     return TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32),
                       jnp.zeros((), jnp.int32), jnp.ones((), jnp.float32))
 

@@ -53,13 +53,15 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
     def train_step(state: TrainState, x, y, w):
         wsum = jnp.sum(w)
 
-        def objective(params):
-            model = nnx.merge(graphdef_train, params, state.rest)
-            out = model(x)
-            loss = jnp.sum(train_loss_fn(out, y) * w) / jnp.maximum(wsum, 1.0)
-            return loss, (out, nnx.split(model, nnx.Param, ...)[2])
+        model = nnx.merge(graphdef_train, state.params, state.rest)
 
-        (loss, (out, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        def objective(model):
+            out = model(x)
+            return jnp.sum(train_loss_fn(out, y) * w) / jnp.maximum(wsum, 1.0), out
+
+        # nnx's grad (not jax's) so that stateful layers — dropout's RNG counts, batch statistics — may update
+        (loss, out), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+        rest = nnx.split(model, nnx.Param, ...)[2]
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)

@@ -1,0 +1,416 @@
+"""Checkpoints of a `TrainState` plus a JSON `meta` dict: asynchronous, atomic, readable by a new process, never pickle.
+
+Built on Orbax 0.12.8 (`CheckpointManager` with `args.Composite`). Each step is one directory::
+
+    <directory>/<step>/                  renamed from <step>.orbax-checkpoint-tmp only once every file is written
+        commit_success.txt, _CHECKPOINT_METADATA    Orbax's commit marker and step metadata
+        state/                           the arrays (OCDBT / tensorstore), as a nested dict named by pytree path
+        info/metadata                    JSON: {"format": 1, "meta": <the caller's meta>, "leaves": [[name, shape,
+                                         dtype, key_impl], ...]}
+
+The state's pytree structure is not stored: `restore(like)` takes it from `like`. Typed PRNG keys (`nnx.Rngs` streams)
+are stored as their `jax.random.key_data` (uint32) and wrapped again on restore with the implementation recorded in
+`leaves`. The `leaves` table lets `restore` check the shapes against `like` before Orbax reads anything, so restoring
+into a different model is one clear line instead of an Orbax traceback.
+
+A step counts as intact when its directory has Orbax's commit marker, a readable `_CHECKPOINT_METADATA`, both items
+and readable JSON (`steps()` checks these files); `restore` also reads every array, so a truncated or deleted data
+file shows up there. `restore()` without a step warns about each damaged step and falls back to the newest intact one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jupyter_llm.errors import ConfigError, JupyterLLMError, a_or_an
+
+FORMAT = 1
+_STATE, _INFO = "state", "info"
+_TMP = re.compile(r"^\d+\.orbax-checkpoint-tmp")
+_REQUIRED_FILES = ("commit_success.txt", "_CHECKPOINT_METADATA", f"{_STATE}/_METADATA", f"{_INFO}/metadata")
+
+
+class CheckpointError(JupyterLLMError):
+    """A checkpoint directory cannot be used: not writable, no intact checkpoint, or saved from another model."""
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped, or newer checkpoints were replaced."""
+
+
+def _ocp():
+    import orbax.checkpoint as ocp  # slow import: only when checkpoints are used
+
+    return ocp
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """One line out of an Orbax / TensorStore error: its innermost cause, without the JSON spec they carry."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text.split(" See full TensorStore details")[0].split(" [tensorstore_spec=")[0]
+    text = re.sub(r'(Error opening "\w+" driver: )+', "", text)
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _segment(key) -> str:
+    for attr in ("name", "key", "idx"):  # GetAttrKey, DictKey / FlattenedIndexKey, SequenceKey
+        if hasattr(key, attr):
+            key = getattr(key, attr)
+            break
+    text = str(key).replace(".", "_").replace("/", "_")  # Orbax joins names with "."
+    return text or "_"
+
+
+def _names(path_leaves) -> list[tuple[str, ...]]:
+    return [tuple(_segment(k) for k in path) for path, _ in path_leaves]
+
+
+def _display(name: tuple[str, ...]) -> str:
+    """'params/hidden/0/kernel' (the nnx Variable's trailing '.value' is left out)."""
+    parts = name[:-1] if len(name) > 1 and name[-1] == "value" else name
+    return "/".join(parts) or "<root>"
+
+
+def _nest(names, values) -> dict:
+    out: dict = {}
+    for name, value in zip(names, values):
+        node = out
+        for part in name[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CheckpointError(f"Cannot checkpoint this state: two entries map to the name "
+                                      f"{'/'.join(name)!r}. Rename one of the model's attributes.")
+        if name[-1] in node:
+            raise CheckpointError(f"Cannot checkpoint this state: two entries map to the name {'/'.join(name)!r}. "
+                                  "Rename one of the model's attributes.")
+        node[name[-1]] = value
+    return out
+
+
+def _pluck(tree: dict, name: tuple[str, ...]):
+    for part in name:
+        tree = tree[part]
+    return tree
+
+
+def _is_key(dtype) -> bool:
+    return jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _plain_json(meta) -> dict:
+    """A JSON-native deep copy (numpy / jax scalars become numbers): what is saved is exactly what comes back, and
+    the caller may change its dict while the asynchronous save is still writing."""
+
+    def default(obj):
+        if hasattr(obj, "tolist"):
+            return obj.tolist()
+        raise TypeError(f"{a_or_an(type(obj).__name__)} is not JSON-serialisable")
+
+    try:
+        return json.loads(json.dumps(meta, default=default))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"Checkpoint meta must be plain JSON (dicts, lists, str, numbers): {exc}") from None
+
+
+def _default_sharding():
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+class Checkpointer:
+    """Save and restore `TrainState`s in one directory, keeping the newest `keep` steps.
+
+    >>> with Checkpointer("/tmp/run1/ckpt", keep=3) as ckpt:      # doctest: +SKIP
+    ...     ckpt.save(step, state, {"epoch": 2})                    # returns at once; written in the background
+    ...     state, meta, step = ckpt.restore(like=state)            # newest intact step
+
+    Saving a step at or below an existing one first deletes those newer-or-equal steps (a fit continued from an
+    older checkpoint replaces the abandoned ones), with a `CheckpointWarning`.
+    Not writable is detected by writing a probe file (permission bits alone say nothing when running as root).
+    """
+
+    def __init__(self, directory, *, keep: int | None = 3, asynchronous: bool = True):
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+            raise ConfigError(f"keep must be a positive number of checkpoints (or None for all), not {keep!r}.")
+        self.directory = Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
+        self.keep, self.asynchronous = keep, bool(asynchronous)
+        self._prepare_directory()
+        self._cleaned = False
+        ocp = _ocp()
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=self.asynchronous,
+                                               create=False, cleanup_tmp_directories=False)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    # -- directory ------------------------------------------------------------------------------------------------
+    def _prepare_directory(self) -> None:
+        path = self.directory
+        if path.exists() and not path.is_dir():
+            raise CheckpointError(f"Checkpoint directory {path} is an existing file, not a folder. "
+                                  "Choose another path for --checkpoint.")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
+            raise CheckpointError(f"Cannot create checkpoint directory {path}: {why}.") from None
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            raise CheckpointError(f"Checkpoint directory {path} is not writable: {exc.strerror or exc}.") from None
+
+    def _remove_leftover_tmp(self) -> None:
+        """Half-written `<step>.orbax-checkpoint-tmp` folders of a killed process (only before our own first save,
+        so a reader never deletes what a running writer is writing)."""
+        for entry in self.directory.iterdir():
+            if _TMP.match(entry.name) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+        self._cleaned = True
+
+    # -- saving ---------------------------------------------------------------------------------------------------
+    def save(self, step: int, state, meta: dict) -> None:
+        """Start writing `state` and `meta` as `step`; returns once the arrays are copied off the device."""
+        ocp = _ocp()
+        step = int(step)
+        info = {"format": FORMAT, "meta": _plain_json(meta), "leaves": []}
+        path_leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+        names, values = _names(path_leaves), []
+        for name, (_, leaf) in zip(names, path_leaves):
+            if not isinstance(leaf, jax.Array):
+                leaf = np.asarray(leaf)  # numpy / Python scalars: a 0-d array Orbax stores like any other
+            impl, shape, dtype = None, list(leaf.shape), str(leaf.dtype)
+            if _is_key(leaf.dtype):  # typed PRNG key: store its uint32 data, wrap it again on restore
+                impl, leaf = str(jax.random.key_impl(leaf)), jax.random.key_data(leaf)
+            values.append(leaf)
+            info["leaves"].append(["/".join(name), shape, dtype, impl])
+        tree = _nest(names, values)
+        if not self._cleaned:
+            self._remove_leftover_tmp()
+        try:
+            newer = sorted({s for s in [*self._manager.all_steps(), *self._all_step_dirs()] if s >= step})
+            if newer:  # Orbax would silently skip a step <= its latest one
+                self._replace(newer, step)
+            saved = self._manager.save(step, force=True, args=ocp.args.Composite(
+                **{_STATE: ocp.args.StandardSave(tree), _INFO: ocp.args.JsonSave(info)}))
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"Saving checkpoint step {step} to {self.directory} failed: {_short(exc)}") from exc
+        if saved is False:
+            raise CheckpointError(f"Orbax declined to save checkpoint step {step} in {self.directory}.")
+
+    def _replace(self, newer: list[int], step: int) -> None:
+        self._manager.wait_until_finished()
+        damaged = [s for s in newer if self._damage(s) is not None]
+        what = "damaged " if damaged == newer else ""
+        warnings.warn(f"Replacing {what}checkpoint step(s) {', '.join(map(str, newer))} in {self.directory} by the "
+                      f"new step {step}.", CheckpointWarning, stacklevel=3)
+        for s in newer:
+            try:
+                self._manager.delete(s)
+            except Exception:  # noqa: BLE001 - already half gone: remove what is left
+                shutil.rmtree(self.directory / str(s), ignore_errors=True)
+        self._manager.reload()
+
+    def wait(self) -> None:
+        """Block until every pending save is committed (renamed to its final `<step>` folder)."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as exc:
+            raise CheckpointError(f"Saving a checkpoint to {self.directory} failed: {_short(exc)}") from exc
+
+    # -- listing --------------------------------------------------------------------------------------------------
+    def _all_step_dirs(self) -> list[int]:
+        try:
+            entries = list(self.directory.iterdir())
+        except OSError:
+            return []
+        return sorted(int(e.name) for e in entries if e.name.isdigit() and e.is_dir())
+
+    def _damage(self, step: int) -> str | None:
+        """Why step `step` is not intact (cheap file checks), or None."""
+        folder = self.directory / str(step)
+        if not folder.is_dir():
+            return "its folder is missing"
+        for rel in _REQUIRED_FILES:
+            if not (folder / rel).is_file():
+                return f"{rel} is missing" + (" (the save never committed)" if rel == "commit_success.txt" else "")
+        for rel in ("_CHECKPOINT_METADATA", f"{_INFO}/metadata"):
+            try:
+                json.loads((folder / rel).read_text())
+            except (OSError, ValueError) as exc:
+                return f"{rel} cannot be read: {_short(exc, 80)}"
+        return None
+
+    def steps(self) -> list[int]:
+        """Committed steps whose files look intact, ascending."""
+        return [s for s in self._all_step_dirs() if self._damage(s) is None]
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    # -- restoring ------------------------------------------------------------------------------------------------
+    def restore(self, like, step: int | None = None):
+        """(state, meta, step) from `step`, or from the newest intact step when `step` is None.
+
+        `like` gives the structure, shapes, dtypes and shardings (concrete arrays or `jax.ShapeDtypeStruct`s; a
+        struct without a sharding is put on the first local device)."""
+        self.wait()
+        path_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+        names = _names(path_leaves)
+        likes = [leaf for _, leaf in path_leaves]
+        _nest(names, likes)  # same name clashes as save would find
+        on_disk = self._all_step_dirs()
+        if step is not None:
+            step = int(step)
+            if step not in on_disk:
+                have = ", ".join(map(str, self.steps())) or "none"
+                raise CheckpointError(f"{self.directory} has no checkpoint for step {step} (intact steps: {have}).")
+            candidates = [step]
+        else:
+            candidates = on_disk[::-1]
+            if not candidates:
+                raise CheckpointError(f"No checkpoint in {self.directory}: it has no step folders.")
+        problems = []
+        for s in candidates:
+            try:
+                with _quiet_abandoned_reads():
+                    state, meta = self._restore_step(s, names, likes, treedef)
+                return state, meta, s
+            except _Damaged as damaged:
+                reason = str(damaged)
+            if step is not None:
+                raise CheckpointError(f"Checkpoint step {s} in {self.directory} is damaged: {reason}")
+            problems.append(f"step {s}: {reason}")
+            warnings.warn(f"Skipping damaged checkpoint step {s} in {self.directory}: {reason}", CheckpointWarning,
+                          stacklevel=2)
+        raise CheckpointError(f"No intact checkpoint in {self.directory}: " + "; ".join(problems))
+
+    def _restore_step(self, s: int, names, likes, treedef):
+        ocp = _ocp()
+        reason = self._damage(s)
+        if reason:
+            raise _Damaged(reason)
+        try:
+            info = self._manager.restore(s, args=ocp.args.Composite(**{_INFO: ocp.args.JsonRestore()}))[_INFO]
+            saved = {tuple(n.split("/")): (tuple(shape), dtype, impl) for n, shape, dtype, impl in info["leaves"]}
+            meta = info["meta"]
+        except Exception as exc:
+            raise _Damaged(f"its info cannot be read: {_short(exc, 120)}") from None
+        self._check_fits(s, names, likes, saved)
+        targets = []
+        for name, leaf in zip(names, likes):
+            sharding = getattr(leaf, "sharding", None) or _default_sharding()
+            shape, dtype = tuple(np.shape(leaf)), _dtype(leaf)
+            if _is_key(dtype):
+                impl = saved[name][2]
+                shape, dtype = shape + _key_shape(impl), np.dtype("uint32")
+            targets.append(jax.ShapeDtypeStruct(shape, dtype, sharding=sharding))
+        try:
+            arrays = self._manager.restore(s, args=ocp.args.Composite(
+                **{_STATE: ocp.args.StandardRestore(_nest(names, targets))}))[_STATE]
+            values = [_pluck(arrays, name) for name in names]
+        except Exception as exc:
+            raise _Damaged(f"its arrays cannot be read: {_short(exc)}") from None
+        out = []
+        for name, leaf, value in zip(names, likes, values):
+            if _is_key(_dtype(leaf)):
+                value = jax.random.wrap_key_data(value, impl=saved[name][2])
+            elif isinstance(leaf, (np.ndarray, np.generic)):
+                value = np.asarray(value)[()] if isinstance(leaf, np.generic) else np.asarray(value)
+            elif isinstance(leaf, (bool, int, float, complex)):
+                value = type(leaf)(np.asarray(value).item())
+            out.append(value)
+        return jax.tree_util.tree_unflatten(treedef, out), meta
+
+    def _check_fits(self, s: int, names, likes, saved: dict) -> None:
+        problems = []
+        for name, leaf in zip(names, likes):
+            dtype, shape = _dtype(leaf), tuple(np.shape(leaf))
+            if name not in saved:
+                problems.append(f"{_display(name)}: the model has it with shape {shape}, the checkpoint does not")
+                continue
+            saved_shape, saved_dtype, impl = saved[name]
+            if saved_shape != shape:
+                problems.append(f"{_display(name)}: the checkpoint has shape {saved_shape}, the model {shape}")
+            elif _is_key(dtype) != (impl is not None) or (impl is not None and str(dtype) != saved_dtype):
+                problems.append(f"{_display(name)}: the checkpoint has dtype {saved_dtype}, the model {dtype}")
+        extra = [n for n in saved if n not in set(names)]
+        problems += [f"{_display(n)}: the checkpoint has it with shape {saved[n][0]}, the model does not"
+                     for n in extra]
+        if problems:
+            more = f" (and {len(problems) - 1} more differences)" if len(problems) > 1 else ""
+            raise CheckpointError(f"The checkpoint in {self.directory} (step {s}) was saved from a different model "
+                                  f"or optimizer: {problems[0]}{more}. Restore it into the model it was saved "
+                                  "from, or use another checkpoint directory.")
+
+    # -- lifetime -------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Wait for pending saves, then release Orbax's threads."""
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        return f"Checkpointer({str(self.directory)!r}, keep={self.keep}, asynchronous={self.asynchronous})"
+
+
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+    """While Orbax reads: drop the "Event loop is closed" noise of TensorStore reads that an earlier failed restore
+    abandoned (Orbax's `asyncio.run` closed their loop; they report when they finish, from TensorStore threads).
+    Every other unraisable exception goes to the previous hook."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed" and unraisable.object is None):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
+
+
+class _Damaged(Exception):
+    """Internal: this step cannot be read; the message says why."""
+
+
+@functools.lru_cache(maxsize=None)
+def _key_shape(impl: str) -> tuple[int, ...]:
+    """The trailing shape `jax.random.key_data` adds for a key implementation (threefry2x32: (2,), rbg: (4,))."""
+    return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape)
+
+
+def _dtype(leaf):
+    dtype = getattr(leaf, "dtype", None)
+    return dtype if dtype is not None else np.asarray(leaf).dtype
