@@ -39,6 +39,7 @@ class FitConfig:
     optimizer: Any = _opt("adam", "optimizer name, or an optax GradientTransformation (a namespace name in the magic)",
                           OPTIMIZERS)
     momentum: float = _opt(0.9, "momentum of the 'momentum' optimizer (and beta1 of adam/adamw)")
+    beta2: float = _opt(0.999, "second-moment decay of adam/adamw (nanoGPT's small-batch recipes use 0.99)")
     weight_decay: float = _opt(0.0, "decoupled weight decay for adamw, L2 penalty for the others")
     schedule: str = _opt("constant", "learning-rate schedule: constant, cosine, exponential, step or onecycle",
                          SCHEDULES)
@@ -88,6 +89,7 @@ class FitConfig:
                 _check_int(self, name, minimum=0)
         _check_float(self, "lr", minimum=0.0, strict=True)
         _check_float(self, "momentum", minimum=0.0, maximum=1.0)
+        _check_float(self, "beta2", minimum=0.0, maximum=1.0)
         _check_float(self, "weight_decay", minimum=0.0)
         _check_float(self, "warmup", minimum=0.0)
         _check_float(self, "report_every", minimum=0.0)

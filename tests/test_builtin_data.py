@@ -11,7 +11,7 @@ import pytest
 from jupyter_llm.data import builtin, download
 from jupyter_llm.errors import ChecksumError, DatasetNotFound
 
-SHAKESPEARE = Path(__file__).parent / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = Path(__file__).parent.parent / "notebooks" / "data" / "tinyshakespeare.txt"
 
 
 def sha256(data: bytes) -> str:

@@ -19,7 +19,7 @@ def test_quickstart_recipe_reaches_95_percent_on_digits(digits):
     model = jl.models.MLP(in_features=64, hidden=[128], num_classes=10, activation="relu", rngs=nnx.Rngs(0))
     run = jl.fit(model, digits, epochs=20, batch_size=32, lr=1e-3, val_split=0.2, seed=0, display="none")
     h = run.history
-    assert set(h) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(h) == {"loss", "accuracy", "val_loss", "val_accuracy", "grad_norm", "update_ratio"}
     assert len(h["loss"]) == 20
     assert h["loss"][-1] < h["loss"][0] / 4  # the loss falls
     assert all(b < a for a, b in zip(h["loss"][:10], h["loss"][1:11]))  # steadily at first

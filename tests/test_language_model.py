@@ -10,7 +10,7 @@ import jupyter_llm as jl
 from jupyter_llm.data.tokenizers import BPETokenizer, CharTokenizer, tokenizer_from_dict
 from jupyter_llm.errors import ConfigError, DataError, DatasetNotFound
 
-SHAKESPEARE = Path(__file__).parent / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = Path(__file__).parent.parent / "notebooks" / "data" / "tinyshakespeare.txt"
 TEXT = SHAKESPEARE.read_text()[:60_000]
 
 

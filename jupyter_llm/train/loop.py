@@ -198,7 +198,7 @@ class Loop:
                 break
             if window:
                 yield progress(time.perf_counter())
-            logs = {k: v for k, v in plan.derive(self._means(epoch_sums)).items() if k not in _PER_STEP}
+            logs = plan.derive(self._means(epoch_sums))  # incl. grad_norm, update_ratio: gradient health
             if plan.has_validation and not plan.eval_every:
                 val = plan.evaluate(self.state, "validation")
                 yield ev.Eval(self.step, self.epoch, "validation", val)

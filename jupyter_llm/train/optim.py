@@ -67,12 +67,12 @@ def make_optimizer(config, total_steps: int):
         schedule = make_schedule(config, updates)
         wd = config.weight_decay
         if opt == "adamw":
-            tx = optax.adamw(schedule, b1=config.momentum, weight_decay=wd, mask=_decay_mask)
+            tx = optax.adamw(schedule, b1=config.momentum, b2=config.beta2, weight_decay=wd, mask=_decay_mask)
         else:
             base = {
                 "sgd": lambda: optax.sgd(schedule),
                 "momentum": lambda: optax.sgd(schedule, momentum=config.momentum),
-                "adam": lambda: optax.adam(schedule, b1=config.momentum),
+                "adam": lambda: optax.adam(schedule, b1=config.momentum, b2=config.beta2),
             }[opt]()
             tx = optax.chain(optax.add_decayed_weights(wd, mask=_decay_mask), base) if wd else base
     else:
@@ -87,6 +87,6 @@ def make_optimizer(config, total_steps: int):
 def optimizer_key(config, total_steps: int):
     """Hashable identity of the optimizer, for reusing compiled steps across fits in one session."""
     if isinstance(config.optimizer, str):
-        return (config.optimizer, config.lr, config.momentum, config.weight_decay, config.clip, config.schedule,
+        return (config.optimizer, config.lr, config.momentum, config.beta2, config.weight_decay, config.clip, config.schedule,
                 config.warmup, config.min_lr, config.decay_every, config.decay_factor, config.accumulate, total_steps)
     return (id(config.optimizer), config.clip, config.accumulate)

@@ -1,0 +1,194 @@
+"""Write the example notebooks from their cells (run from the repository root: python notebooks/make_notebooks.py).
+
+The .ipynb files are what users open; this script is their reviewable source. Outputs come from executing them.
+"""
+
+import nbformat as nbf
+
+REPO = "jupyter-llm/jupyter_llm"
+
+
+def badges(name: str) -> str:
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"(https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{name}.ipynb) "
+            f"[![Binder](https://mybinder.org/badge_logo.svg)]"
+            f"(https://mybinder.org/v2/gh/{REPO}/main?labpath=notebooks%2F{name}.ipynb)\n\n")
+
+
+INSTALL = ("# On Colab, install the package first (JAX is already there; it is not reinstalled).\n"
+           "import sys\n"
+           "if \"google.colab\" in sys.modules:\n"
+           f"    %pip install -q \"jupyter_llm @ git+https://github.com/{REPO}\"")
+
+
+def notebook(name, cells):
+    nb = nbf.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells = cells
+    nbf.write(nb, f"notebooks/{name}.ipynb")
+    print(f"wrote notebooks/{name}.ipynb")
+
+
+md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+
+
+def parameters(source):
+    cell = code(source)
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
+notebook("char_gpt", [
+    md(badges("char_gpt") + "# A character-level GPT on Shakespeare, in one cell\n\n"
+       "nanoGPT's CPU recipe: 4 layers, 4 heads, 128-wide embeddings, a context of 64 characters, batch 12, AdamW at "
+       "1e-3 with 100 warm-up steps and cosine decay to 1e-4, no dropout, 2,000 iterations — about 0.8 M parameters. "
+       "It reaches a validation loss of about 1.88 nats per character; then it writes Shakespeare-like text."),
+    code(INSTALL),
+    code("%load_ext jupyter_llm"),
+    md("The size of the run: the full recipe by default; the test suite sets `JUPYTER_LLM_SMOKE=1` for a short "
+       "version (papermill can also set `steps`)."),
+    parameters("import os\n\n"
+               "steps = 150 if os.environ.get(\"JUPYTER_LLM_SMOKE\") else 2000\n"
+               "eval_every = max(steps // 8, 1)"),
+    md("The corpus: tiny-shakespeare (1.1 M characters), downloaded once and checksum-verified — or the copy that "
+       "ships with this repository. Characters are the tokens; the last 10 % is held out for validation."),
+    code("local = \"data/tinyshakespeare.txt\"\n"
+         "corpus = jl.datasets.load(\"tinyshakespeare\", path=local if os.path.exists(local) else None, "
+         "block_size=64)\n"
+         "corpus"),
+    md("One cell trains it. Throughput is shown in tokens per second; each evaluation runs over the whole "
+       "validation text."),
+    code("%%train --data corpus --steps $steps --eval-every $eval_every --batch-size 12 --optimizer adamw --lr 1e-3 "
+         "--beta2 0.99 --weight-decay 0.1 --schedule cosine --warmup 100 --min-lr 1e-4 --clip 1.0 --seed 0\n"
+         "model = jl.models.GPT.from_preset(\"gpt-char-tiny\", vocab_size=corpus.vocab_size, rngs=nnx.Rngs(0))"),
+    code("val = run.history[\"val_loss\"][-1]\n"
+         "print(f\"validation loss {val:.3f} nats/char ({run.history['val_bits_per_token'][-1]:.2f} bits), \"\n"
+         "      f\"perplexity {run.history['val_perplexity'][-1]:.2f}\")\n"
+         "assert val < run.history[\"val_loss\"][0]\n"
+         "if steps >= 2000:\n"
+         "    assert val <= 1.88, val  # nanoGPT's figure for this recipe"),
+    md("Sample from it. Decoding is compiled once, with a fixed-size key/value cache; the text streams into the "
+       "cell as it is produced."),
+    code("%generate --tokens 500 --temperature 0.8 --seed 0 ROMEO:"),
+    code("print(run.generate(\"JULIET:\", 200, temperature=0.8, top_k=20, seed=1))"),
+])
+
+
+notebook("quickstart", [
+    md(
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"(https://colab.research.google.com/github/{REPO}/blob/main/notebooks/quickstart.ipynb) "
+        f"[![Binder](https://mybinder.org/badge_logo.svg)]"
+        f"(https://mybinder.org/v2/gh/{REPO}/main?labpath=notebooks%2Fquickstart.ipynb)\n\n"
+        "# Quick start: an MLP on handwritten digits in one cell\n\n"
+        "The first example of every course — a multi-layer perceptron with one hidden layer of 128 ReLU units and a "
+        "10-way softmax, trained with Adam (learning rate 1e-3, batch 32) and 20 % of the training set held out for "
+        "validation — on the 8×8 digits that ship with the package (1,797 images, so nothing is downloaded)."),
+    code(
+        "# On Colab, install the package first (JAX is already there; it is not reinstalled).\n"
+        "import sys\n"
+        "if \"google.colab\" in sys.modules:\n"
+        f"    %pip install -q \"jupyter_llm @ git+https://github.com/{REPO}\""),
+    code("%load_ext jupyter_llm"),
+    md(
+        "One `%%train` cell: its body is ordinary Python that defines `model` and `data`; the options on the first "
+        "line configure the fit (`%%train?` lists them all). The train and evaluation steps are compiled with XLA; "
+        "afterwards `model` holds the trained weights and `run` the history."),
+    code(
+        "%%train --epochs 20 --batch-size 32 --lr 1e-3 --val-split 0.2 --seed 0\n"
+        "model = jl.models.MLP(in_features=64, hidden=[128], num_classes=10, activation=\"relu\", rngs=nnx.Rngs(0))\n"
+        "data = jl.datasets.load(\"digits\")"),
+    md("## Evaluate on the held-out test split"),
+    code(
+        "test = run.evaluate(\"test\")\n"
+        "print(f\"test accuracy {test['accuracy']:.3f}, test loss {test['loss']:.3f}\")\n"
+        "assert test[\"accuracy\"] >= 0.95, test  # the notebook doubles as a test"),
+    md("## The history: loss falls, accuracy rises"),
+    code(
+        "import matplotlib.pyplot as plt\n\n"
+        "h = run.history\n"
+        "fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3))\n"
+        "ax1.plot(h[\"loss\"], label=\"train\"); ax1.plot(h[\"val_loss\"], label=\"validation\")\n"
+        "ax1.set_xlabel(\"epoch\"); ax1.set_ylabel(\"loss\"); ax1.legend()\n"
+        "ax2.plot(h[\"accuracy\"], label=\"train\"); ax2.plot(h[\"val_accuracy\"], label=\"validation\")\n"
+        "ax2.set_xlabel(\"epoch\"); ax2.set_ylabel(\"accuracy\"); ax2.legend()\n"
+        "plt.tight_layout()\n"
+        "assert h[\"loss\"][-1] < h[\"loss\"][0] / 4"),
+    md("## Predictions of the trained model"),
+    code(
+        "import numpy as np\n\n"
+        "x_test, y_test = data.test\n"
+        "predicted = run.predict(x_test[:10]).argmax(axis=1)\n"
+        "print(\"predicted:\", predicted)\n"
+        "print(\"true:     \", y_test[:10])"),
+])
+
+
+notebook("training_troubles", [
+    md(badges("training_troubles") + "# Training troubles and their remedies\n\n"
+       "Each classic trouble, shown on a real fit and fixed with one option of `%%train`: vanishing gradients, "
+       "exploding gradients, overfitting, and a learning rate picked by a range test. Data: the embedded 8×8 digits."),
+    code(INSTALL),
+    code("%load_ext jupyter_llm"),
+    parameters("import os\n\nepochs = 6 if os.environ.get(\"JUPYTER_LLM_SMOKE\") else 30"),
+    code("data = jl.datasets.load(\"digits\")\n"
+         "def deep_mlp(activation, depth=8, width=64, dropout=0.0, seed=0):\n"
+         "    return jl.models.MLP(in_features=64, hidden=[width] * depth, num_classes=10, activation=activation,\n"
+         "                         dropout=dropout, rngs=nnx.Rngs(seed))"),
+    md("## 1. Vanishing gradients: a deep sigmoid network barely learns\n\n"
+       "Eight sigmoid layers shrink the gradient at every layer (the sigmoid's slope is at most 1/4); the same "
+       "network with ReLU trains. `grad_norm` — the global gradient norm, computed inside the compiled step — "
+       "shows why."),
+    code("%%train --epochs $epochs --lr 1e-3 --optimizer sgd --val-split 0.2 --out sigmoid_run --display text\n"
+         "model = deep_mlp(\"sigmoid\")"),
+    code("%%train --epochs $epochs --lr 1e-3 --optimizer sgd --val-split 0.2 --out relu_run --display text\n"
+         "model = deep_mlp(\"relu\")"),
+    code("print(f\"sigmoid: loss {sigmoid_run.history['loss'][-1]:.3f}, mean gradient norm \"\n"
+         "      f\"{sigmoid_run.history['grad_norm'][-1]:.2e}\")\n"
+         "print(f\"relu:    loss {relu_run.history['loss'][-1]:.3f}, mean gradient norm \"\n"
+         "      f\"{relu_run.history['grad_norm'][-1]:.2e}\")\n"
+         "assert sigmoid_run.history[\"grad_norm\"][-1] < relu_run.history[\"grad_norm\"][-1] / 10\n"
+         "assert relu_run.history[\"loss\"][-1] < sigmoid_run.history[\"loss\"][-1]"),
+    md("## 2. Exploding gradients: a large learning rate diverges; clipping tames it\n\n"
+       "With plain SGD at a learning rate of 0.5 on a deep ReLU network the loss blows up: the fit notices the "
+       "non-finite loss inside the step, stops, and keeps the last finite weights. Clipping the gradient's global "
+       "norm to 1 lets the same run train."),
+    code("%%train --epochs $epochs --lr 0.5 --optimizer sgd --val-split 0.2 --out exploding_run --display text\n"
+         "model = deep_mlp(\"relu\", width=256)"),
+    code("%%train --epochs $epochs --lr 0.5 --optimizer sgd --clip 1.0 --val-split 0.2 --out clipped_run --display text\n"
+         "model = deep_mlp(\"relu\", width=256)"),
+    code("print(exploding_run.reason, \"->\", clipped_run.reason, f\"val accuracy {clipped_run.history['val_accuracy'][-1]:.3f}\")\n"
+         "assert exploding_run.reason == \"nan\" and clipped_run.reason == \"completed\""),
+    md("## 3. Overfitting: dropout, weight decay and early stopping\n\n"
+       "Trained on only 150 examples, a wide network memorises them: training loss keeps falling while validation "
+       "loss turns back up. Dropout and decoupled weight decay slow that down; early stopping on `val_loss` with "
+       "`--keep-best` ends the fit and restores the weights of its best evaluation."),
+    code("x, y = data.train\n"
+         "small = {\"train\": (x[:150], y[:150]), \"validation\": (x[1000:], y[1000:]), \"test\": data.test}"),
+    code("%%train --data small --epochs 200 --lr 3e-3 --batch-size 16 --out overfit_run --display text\n"
+         "model = jl.models.MLP(in_features=64, hidden=[512, 512], num_classes=10, rngs=nnx.Rngs(0))"),
+    code("%%train --data small --epochs 200 --lr 3e-3 --batch-size 16 --optimizer adamw --weight-decay 0.05 "
+         "--early-stop 10 --keep-best --out regular_run --display text\n"
+         "model = jl.models.MLP(in_features=64, hidden=[512, 512], num_classes=10, dropout=0.5, rngs=nnx.Rngs(0))"),
+    code("import numpy as np\n"
+         "for name, r in [(\"plain\", overfit_run), (\"dropout + wd + early stop\", regular_run)]:\n"
+         "    v = r.history[\"val_loss\"]\n"
+         "    print(f\"{name:28s} epochs {len(v):3d}  best val_loss {min(v):.3f}  final val_loss {v[-1]:.3f}  \"\n"
+         "          f\"test accuracy {r.evaluate('test')['accuracy']:.3f}\")\n"
+         "v = overfit_run.history[\"val_loss\"]\n"
+         "assert v[-1] > 1.2 * min(v)  # the plain fit overfits: validation loss rose again\n"
+         "assert regular_run.reason == \"early-stopped\"\n"
+         "assert regular_run.evaluate(\"validation\")[\"loss\"] <= min(overfit_run.history[\"val_loss\"]) * 1.1"),
+    md("## 4. Picking a learning rate: the range test\n\n"
+       "`%lr_find` sweeps the learning rate exponentially over a short fit, records the loss at every step, and "
+       "suggests the rate where the loss falls fastest. The model's weights are left exactly as they were."),
+    code("model = jl.models.MLP(in_features=64, hidden=[128], num_classes=10, rngs=nnx.Rngs(0))\n"
+         "%lr_find --data data --steps 100"),
+    code("import matplotlib.pyplot as plt\n"
+         "lr_finder.plot()\n"
+         "plt.show()\n"
+         "assert 1e-5 < lr_finder.suggestion < 1"),
+    md("## All the runs of this notebook, side by side"),
+    code("jl.runs()"),
+])
