@@ -30,9 +30,10 @@ def load(name: str, **kwargs):
         options = {k: kwargs.pop(k) for k in ("tokenizer", "block_size", "val_fraction", "vocab_size") if k in kwargs}
         return text(load_text(name, **kwargs), name=name, **options)
     if name == "sentiment":
-        from jupyter_llm.data.classification import load_sentiment
+        from jupyter_llm.data.classification import load_sentiment, sentiment_from_dir
 
-        return load_sentiment(**kwargs)
+        path = kwargs.pop("path", None)
+        return sentiment_from_dir(path, **kwargs) if path else load_sentiment(**kwargs)
     from jupyter_llm.data.builtin import load as load_builtin
 
     return load_builtin(name, **kwargs)

@@ -99,6 +99,10 @@ def make_tokenizer(kind, text: str, vocab_size: int | None = None):
 
 
 def tokenizer_from_dict(d: dict):
+    if d.get("kind") in ("word", "padded"):
+        from jupyter_llm.data.classification import tokenizer_from_dict as classification_tokenizer
+
+        return classification_tokenizer(d)
     if d.get("kind") == "char":
         return CharTokenizer(d["chars"])
     if d.get("kind") == "bpe":

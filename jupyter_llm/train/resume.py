@@ -45,7 +45,8 @@ class Saver:
         return cls(config.checkpoint, keep=config.keep, prepared=prepared, history=history)
 
     def save(self, state, position: Position) -> None:
-        tokenizer = getattr(self.prepared.dataset, "tokenizer", None)
+        dataset = self.prepared.dataset
+        tokenizer = getattr(dataset, "tokenizer", None) or getattr(dataset, "meta", {}).get("tokenizer")
         meta = {
             "position": position.to_dict(),
             "history": self.history.history,
