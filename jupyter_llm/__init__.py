@@ -21,6 +21,7 @@ _LAZY = {
     "sinks": ("jupyter_llm.sinks", None),
     "errors": ("jupyter_llm.errors", None),
     "JupyterLLMError": ("jupyter_llm.errors", "JupyterLLMError"),
+    "runs": ("jupyter_llm.runlog", "runs"),
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]

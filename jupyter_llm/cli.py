@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     if command != "train":
         print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
-    from jupyter_llm.ipython.parse import parse_train_line, train_help
+    from jupyter_llm.ipython.parse import train_help
 
     if "-h" in rest or "--help" in rest:
         print(train_help("python -m jupyter_llm train"))

@@ -7,9 +7,9 @@ magic's options, `%%train?`, the command line and `fit`'s keyword check from the
 from __future__ import annotations
 
 import dataclasses
-import os
 import difflib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,7 @@ class FitConfig:
     # runtime
     seed: int = _opt(0, "seed of data order, validation split and dropout of built-in models")
     display: str = _opt("auto", "progress display: auto, widget, html, text or none", DISPLAYS)
-    steps_per_dispatch: int | None = _opt(None, "training steps per compiled call (default: chosen from the step's cost)")
+    steps_per_dispatch: int | None = _opt(None, "training steps per compiled call (default: from the step's cost)")
     report_every: float = _opt(0.25, "seconds between reads of the training metrics from the device")
 
     def __post_init__(self):

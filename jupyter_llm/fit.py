@@ -85,7 +85,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
                            compile_seconds=history.compile.seconds if history.compile else 0.0,
                            history=history.history, test_metrics=test_metrics, message=message))
     from jupyter_llm.run import Run
-    from jupyter_llm.runs import record
+    from jupyter_llm.runlog import record
 
     run = Run(model=model, config=config, dataset=prepared.dataset, source=prepared.source, history_sink=history,
               steps=prepared.steps, loss_name=prepared.loss_name, state=loop.state, position=loop.position)

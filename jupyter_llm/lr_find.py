@@ -89,9 +89,12 @@ def lr_find(model: nnx.Module, data, *, min_lr: float = 1e-7, max_lr: float = 10
 
     snapshot = jax.tree.map(jnp.copy, nnx.state(model))  # every variable, RNG streams included
     recorder = _StepLosses()
+    from jupyter_llm.runlog import paused
+
     try:
-        fit(model, data, optimizer=_OPTIMIZERS[optimizer](schedule), steps=steps, batch_size=batch_size, seed=seed,
-            steps_per_dispatch=1, report_every=0.0, display="none", sinks=[recorder], **options)
+        with paused():  # a range test is not a run to compare
+            fit(model, data, optimizer=_OPTIMIZERS[optimizer](schedule), steps=steps, batch_size=batch_size, seed=seed,
+                steps_per_dispatch=1, report_every=0.0, display="none", sinks=[recorder], **options)
     finally:
         nnx.update(model, snapshot)
     lrs = [float(schedule(step - 1)) for step, _ in recorder.points]

@@ -1,4 +1,4 @@
-"""Built-in datasets and the checksummed download cache, all offline: remote files are stood in for by `file://` URLs."""
+"""Built-in datasets and the checksummed download cache, all offline: `file://` URLs stand in for remote files."""
 
 import gzip
 import hashlib

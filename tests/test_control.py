@@ -11,9 +11,9 @@ import pytest
 
 import jupyter_llm as jl
 from jupyter_llm import events as ev
+from jupyter_llm.config import FitConfig
 from jupyter_llm.errors import ConfigError
 from jupyter_llm.train.optim import make_schedule
-from jupyter_llm.config import FitConfig
 from tests.helpers import mlp, params_of, same_params
 
 RNG = np.random.default_rng(0)
@@ -105,7 +105,8 @@ def test_label_smoothing_and_weight_decay_change_training():
     smooth = jl.fit(model(), DATA, epochs=3, label_smoothing=0.2, display="none")
     decayed = jl.fit(model(), DATA, epochs=3, optimizer="adamw", weight_decay=0.5, display="none")
     assert not same_params(base.model, smooth.model)
-    norm = lambda m: sum(float((p ** 2).sum()) for p in params_of(m) if p.ndim == 2)
+    def norm(m):
+        return sum(float((p ** 2).sum()) for p in params_of(m) if p.ndim == 2)
     assert norm(decayed.model) < norm(base.model)
     with pytest.raises(ConfigError, match="label-smoothing applies to cross-entropy"):
         jl.fit(mlp(in_features=16, num_classes=1), (X, X[:, 0]), label_smoothing=0.1, display="none")

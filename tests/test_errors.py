@@ -38,7 +38,10 @@ MAGIC_CASES = [
     ("string inputs", "--data other", {"other": (np.array(["a"] * 64), Y)}, ["dtype <U1", "numeric"]),
     ("batch bigger than data", "--batch-size 100", {}, ["--batch-size 100 is larger than the 64 training examples"]),
     ("unknown dataset", "--data other", {"other": "mnistt"}, ["mnistt", "mnist"]),
-    ("wrong num_classes", "--model other", {"other": "mlp5"}, ["outputs 5 values", "10 classes"]),
+    ("labels beyond the model's outputs", "--model other", {"other": "mlp5"},
+     ["labels range over [0, 9]", "model has 5 classes", "num_classes=10"]),
+    ("wrong num_classes", "--model other --data ds", {"other": "mlp5", "ds": "dataset10"},
+     ["outputs 5 values", "10 classes", "num_classes=10"]),
     ("val split on data with validation", "--val-split 0.2 --data other",
      {"other": {"train": (X, Y), "validation": (X, Y)}}, ["already has a validation split"]),
     ("bad quotes", "--model 'oops", {}, ["check the quotes"]),
@@ -52,6 +55,8 @@ def _resolve(ns):
             v = mlp(in_features=32)
         elif v == "mlp5":
             v = mlp(num_classes=5)
+        elif v == "dataset10":
+            v = jl.datasets.Dataset(train=(X, Y), num_classes=10)
         out[k] = v
     return out
 
@@ -83,7 +88,7 @@ FIT_CASES = [
 @pytest.mark.parametrize("options,error", FIT_CASES)
 def test_fit_option_errors(options, error):
     with pytest.raises(error):
-        jl.fit(mlp(), (X, Y), display="none", **options)
+        jl.fit(mlp(), (X, Y), **{"display": "none", **options})
 
 
 def test_fit_data_and_model_errors():

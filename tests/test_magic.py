@@ -33,7 +33,7 @@ def test_cell_magic_trains_and_binds_run(ipython):
 def test_empty_body_and_line_magic_train_the_namespace(ipython):
     ipython.run_cell(BODY)
     first = params_of(ipython.user_ns["model"])
-    assert ipython.run_cell("%%train --epochs 1 --display none\n").success
+    assert ipython.run_cell("%%train --epochs 1 --display none\n# nothing new: train the namespace's model\n").success
     assert not all(np.array_equal(a, b) for a, b in zip(first, params_of(ipython.user_ns["model"])))
     assert ipython.run_cell("%train --epochs 1 --out second --display none").success
     assert ipython.user_ns["second"].step == ipython.user_ns["run"].step

@@ -10,8 +10,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from jupyter_llm.errors import JupyterLLMError, a_or_an
-from jupyter_llm.ipython.parse import (TrainArgs, parse_generate_line, parse_lr_find_line, parse_train_line,
-                                       train_help)
+from jupyter_llm.ipython.parse import TrainArgs, parse_generate_line, parse_lr_find_line, parse_train_line, train_help
 
 _FIT_OBJECT_OPTIONS = ("optimizer", "loss")  # options that may name an object in the namespace
 
@@ -97,7 +96,8 @@ class TrainMagics(Magics):
 
         model = ns[args.model]
         if not isinstance(model, nnx.Module):
-            raise UsageError(f"--model {args.model!r} is {a_or_an(type(model).__name__)}, not a flax.nnx.Module. Pass the "
+            kind = a_or_an(type(model).__name__)
+            raise UsageError(f"--model {args.model!r} is {kind}, not a flax.nnx.Module. Pass the "
                              "name of a model, e.g. jl.models.MLP(...) or your own nnx.Module subclass.")
         if args.data in ns:
             data = ns[args.data]
@@ -135,8 +135,10 @@ _LOADED_MESSAGE = ("jupyter_llm {version}: %%train is ready (%%train? lists the 
 
 def load(ipython) -> None:
     import jupyter_llm
+    from jupyter_llm.ipython.runs_magic import RunsMagics
 
     ipython.register_magics(TrainMagics)
+    ipython.register_magics(RunsMagics)
     from flax import nnx
 
     ipython.push({"jl": jupyter_llm, "nnx": nnx})
@@ -147,3 +149,5 @@ def unload(ipython) -> None:
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         magics[kind].pop("train", None)
+    for name in ("lr_find", "generate", "runs"):
+        magics["line"].pop(name, None)

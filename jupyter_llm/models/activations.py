@@ -9,10 +9,17 @@ import jax.numpy as jnp
 
 from jupyter_llm.errors import ConfigError
 
-ACTIVATIONS: dict[str, Callable] = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
+ACTIVATIONS: dict[str, Callable] = {
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+}
 
 
 def get_activation(name_or_fn) -> Callable:
+    """The function for a name (case-insensitive), or the callable itself: options stay plain strings in a magic
+    line, while code can pass any function."""
     if callable(name_or_fn):
         return name_or_fn
     fn = ACTIVATIONS.get(str(name_or_fn).lower())

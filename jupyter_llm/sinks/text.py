@@ -83,5 +83,6 @@ class TextSink:
     def _progress_line(self, p: ev.Progress) -> str:
         unit = self._start.unit if self._start else "examples"
         total = self._start.epochs if self._start else "?"
-        return (f"epoch {p.epoch}/{total} step {p.step}/{p.steps_total} | {format_metrics(p.metrics, ('loss', 'accuracy'))}"
+        shown = format_metrics(p.metrics, ("loss", "accuracy"))
+        return (f"epoch {p.epoch}/{total} step {p.step}/{p.steps_total} | {shown}"
                 f" | {format_rate(p.units_per_s, unit)} | {format_duration(p.elapsed)} ETA {format_duration(p.eta)}")

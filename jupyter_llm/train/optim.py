@@ -87,6 +87,7 @@ def make_optimizer(config, total_steps: int):
 def optimizer_key(config, total_steps: int):
     """Hashable identity of the optimizer, for reusing compiled steps across fits in one session."""
     if isinstance(config.optimizer, str):
-        return (config.optimizer, config.lr, config.momentum, config.beta2, config.weight_decay, config.clip, config.schedule,
+        return (config.optimizer, config.lr, config.momentum, config.beta2, config.weight_decay, config.clip,
+                config.schedule,
                 config.warmup, config.min_lr, config.decay_every, config.decay_factor, config.accumulate, total_steps)
     return (id(config.optimizer), config.clip, config.accumulate)

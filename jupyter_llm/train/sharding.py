@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jax
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 
 @dataclass(frozen=True)

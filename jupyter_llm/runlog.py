@@ -18,10 +18,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import sys
 import threading
 import time
-import types
 from collections import deque
 from dataclasses import dataclass, field
 from html import escape
@@ -183,6 +181,8 @@ def _fmt(value) -> str:
 
 def _duration(seconds: float) -> str:
     """Short fits are compared in tenths of a second; longer ones as m:ss / h:mm:ss."""
+    if seconds < 1:
+        return f"{seconds:.2f} s"
     if seconds < 60:
         return f"{seconds:.1f} s"
     from jupyter_llm.sinks.text import format_duration
@@ -332,15 +332,3 @@ class RunsTable:
 
 
 _EMPTY = "No runs recorded in this session yet: train with %%train or jl.fit, then compare with %runs."
-
-
-class _CallableModule(types.ModuleType):
-    """`jl.runs()` must call `runs`, but importing this module (as `fit` does) binds the package attribute
-    `jupyter_llm.runs` to the module itself, hiding the lazy export of the function. So the module is callable:
-    `jl.runs(...)` is `runs(...)` whichever of the two the attribute holds."""
-
-    def __call__(self, clear: bool = False) -> RunsTable:
-        return runs(clear=clear)
-
-
-sys.modules[__name__].__class__ = _CallableModule
