@@ -120,6 +120,10 @@ def _missing() -> str | None:
     return None
 
 
+# A developer's machine may lack the browser: skip with the reason. CI installs it (.ci/install-browser), so there a
+# missing piece is a failure, never a silent skip.
+if os.environ.get("CI") and _missing() is not None:
+    raise RuntimeError(f"the browser test cannot run in CI: {_missing()}")
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 
 

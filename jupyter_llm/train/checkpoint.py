@@ -20,14 +20,15 @@ file shows up there. `restore()` without a step warns about each damaged step an
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import gc
 import json
 import os
 import re
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def _segment(key) -> str:
 
 
 def _names(path_leaves) -> list[tuple[str, ...]]:
-    return [tuple(_segment(k) for k in path) for path, _ in path_leaves]
+    return [tuple(_segment(k) for k in path) or ("_",) for path, _ in path_leaves]
 
 
 def _display(name: tuple[str, ...]) -> str:
@@ -290,18 +291,19 @@ class Checkpointer:
             if not candidates:
                 raise CheckpointError(f"No checkpoint in {self.directory}: it has no step folders.")
         problems = []
-        for s in candidates:
-            try:
-                with _quiet_abandoned_reads():
+        with _QuietAbandonedReads() as quiet:
+            for s in candidates:
+                try:
                     state, meta = self._restore_step(s, names, likes, treedef)
-                return state, meta, s
-            except _Damaged as damaged:
-                reason = str(damaged)
-            if step is not None:
-                raise CheckpointError(f"Checkpoint step {s} in {self.directory} is damaged: {reason}")
-            problems.append(f"step {s}: {reason}")
-            warnings.warn(f"Skipping damaged checkpoint step {s} in {self.directory}: {reason}", CheckpointWarning,
-                          stacklevel=2)
+                    return state, meta, s
+                except _Damaged as damaged:
+                    reason = str(damaged)
+                quiet.failed = True
+                if step is not None:
+                    raise CheckpointError(f"Checkpoint step {s} in {self.directory} is damaged: {reason}")
+                problems.append(f"step {s}: {reason}")
+                warnings.warn(f"Skipping damaged checkpoint step {s} in {self.directory}: {reason}",
+                              CheckpointWarning, stacklevel=2)
         raise CheckpointError(f"No intact checkpoint in {self.directory}: " + "; ".join(problems))
 
     def _restore_step(self, s: int, names, likes, treedef):
@@ -313,31 +315,35 @@ class Checkpointer:
             info = self._manager.restore(s, args=ocp.args.Composite(**{_INFO: ocp.args.JsonRestore()}))[_INFO]
             saved = {tuple(n.split("/")): (tuple(shape), dtype, impl) for n, shape, dtype, impl in info["leaves"]}
             meta = info["meta"]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever Orbax raises, this step is unreadable
             raise _Damaged(f"its info cannot be read: {_short(exc, 120)}") from None
         self._check_fits(s, names, likes, saved)
         targets = []
         for name, leaf in zip(names, likes):
-            sharding = getattr(leaf, "sharding", None) or _default_sharding()
             shape, dtype = tuple(np.shape(leaf)), _dtype(leaf)
+            if not isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)):
+                targets.append(np.zeros(shape, dtype))  # numpy / Python scalars come back as numpy, dtype kept
+                continue
             if _is_key(dtype):
-                impl = saved[name][2]
-                shape, dtype = shape + _key_shape(impl), np.dtype("uint32")
+                shape, dtype = shape + _key_shape(saved[name][2]), np.dtype("uint32")
+            sharding = getattr(leaf, "sharding", None) or _default_sharding()
             targets.append(jax.ShapeDtypeStruct(shape, dtype, sharding=sharding))
         try:
             arrays = self._manager.restore(s, args=ocp.args.Composite(
                 **{_STATE: ocp.args.StandardRestore(_nest(names, targets))}))[_STATE]
             values = [_pluck(arrays, name) for name in names]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - TensorStore raises plain Exception / ValueError
             raise _Damaged(f"its arrays cannot be read: {_short(exc)}") from None
         out = []
         for name, leaf, value in zip(names, likes, values):
             if _is_key(_dtype(leaf)):
                 value = jax.random.wrap_key_data(value, impl=saved[name][2])
-            elif isinstance(leaf, (np.ndarray, np.generic)):
-                value = np.asarray(value)[()] if isinstance(leaf, np.generic) else np.asarray(value)
+            elif isinstance(leaf, np.generic):
+                value = np.asarray(value, leaf.dtype)[()]
             elif isinstance(leaf, (bool, int, float, complex)):
                 value = type(leaf)(np.asarray(value).item())
+            elif not isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)):
+                value = np.asarray(value)
             out.append(value)
         return jax.tree_util.tree_unflatten(treedef, out), meta
 
@@ -381,31 +387,45 @@ class Checkpointer:
         return f"Checkpointer({str(self.directory)!r}, keep={self.keep}, asynchronous={self.asynchronous})"
 
 
-@contextlib.contextmanager
-def _quiet_abandoned_reads():
-    """While Orbax reads: drop the "Event loop is closed" noise of TensorStore reads that an earlier failed restore
-    abandoned (Orbax's `asyncio.run` closed their loop; they report when they finish, from TensorStore threads).
-    Every other unraisable exception goes to the previous hook."""
-    previous = sys.unraisablehook
+class _QuietAbandonedReads:
+    """While restoring: drop the noise of the reads a failed Orbax restore abandons.
 
-    def hook(unraisable):
-        exc = unraisable.exc_value
-        if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed" and unraisable.object is None):
-            previous(unraisable)
+    When one array of a damaged step cannot be read, Orbax's `asyncio.gather` fails fast and `asyncio.run` closes its
+    loop; the other reads then report "Event loop is closed" from TensorStore threads, and their coroutines raise
+    again when garbage-collected. Both only reach `sys.unraisablehook` ("Exception ignored in ..."); after a failure
+    this collects them (with a short wait) before the previous hook is put back. Every other unraisable exception
+    goes to the previous hook."""
 
-    sys.unraisablehook = hook
-    try:
-        yield
-    finally:
-        if sys.unraisablehook is hook:
-            sys.unraisablehook = previous
+    def __init__(self):
+        self.failed = False
+
+    def _hook(self, unraisable):
+        exc, obj = unraisable.exc_value, unraisable.object
+        closed_loop = isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed" and obj is None
+        orbax_coroutine = "orbax" in getattr(getattr(obj, "cr_code", None), "co_filename", "")
+        if not (closed_loop or orbax_coroutine):
+            self._previous(unraisable)
+
+    def __enter__(self):
+        self._previous, sys.unraisablehook = sys.unraisablehook, self._hook
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if self.failed:
+                time.sleep(0.05)
+                gc.collect()
+        finally:
+            if sys.unraisablehook == self._hook:
+                sys.unraisablehook = self._previous
+        return False
 
 
 class _Damaged(Exception):
     """Internal: this step cannot be read; the message says why."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _key_shape(impl: str) -> tuple[int, ...]:
     """The trailing shape `jax.random.key_data` adds for a key implementation (threefry2x32: (2,), rbg: (4,))."""
     return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape)

@@ -8,6 +8,7 @@ resumed fit produces the same history as one that was never interrupted.
 from __future__ import annotations
 
 import json
+import os
 from importlib import metadata
 
 import jax
@@ -42,7 +43,13 @@ class Saver:
     def for_fit(cls, config, prepared, history) -> "Saver | None":
         if config.checkpoint is None:
             return None
-        return cls(config.checkpoint, keep=config.keep, prepared=prepared, history=history)
+        saver = cls(config.checkpoint, keep=config.keep, prepared=prepared, history=history)
+        latest = saver.checkpointer.latest_step()
+        if latest is not None and config.resume is None:
+            saver.close()
+            raise ConfigError(f"{config.checkpoint} already holds checkpoints of another fit (newest: step {latest}). "
+                              "Add --resume to continue that fit, or pass a new --checkpoint directory.")
+        return saver
 
     def save(self, state, position: Position) -> None:
         dataset = self.prepared.dataset
@@ -81,6 +88,10 @@ def resume_point(config, prepared):
     if directory is None:
         raise ConfigError("--resume without a directory needs --checkpoint DIR (in a notebook, --resume alone "
                           "continues the run bound to --out).")
+    if not isinstance(directory, (str, os.PathLike)):
+        raise ConfigError(f"--resume takes a checkpoint directory or a Run, got {type(directory).__name__}.")
+    if not os.path.isdir(directory):
+        raise ConfigError(f"Cannot resume: there is no checkpoint directory {str(directory)!r}.")
     from jupyter_llm.train.checkpoint import Checkpointer
 
     like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=prepared.placement.replicated), like)
