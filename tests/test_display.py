@@ -23,6 +23,7 @@ def fake_events(epochs=3, steps_per_epoch=10, reason="completed", progress_every
 
     Self-contained (its imports inside) so the nbconvert test can paste its source into a notebook cell.
     """
+    import math  # noqa: F401,F811 - local on purpose: the nbconvert test pastes this function alone
 
     from jupyter_llm import events as ev
     from jupyter_llm.config import FitConfig
