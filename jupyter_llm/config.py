@@ -18,6 +18,7 @@ from jupyter_llm.errors import ConfigError
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
 DISPLAYS = ("auto", "widget", "html", "text", "none")
+PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("constant", "cosine", "exponential", "step", "onecycle")
 
 
@@ -71,6 +72,8 @@ class FitConfig:
     logdir: str | None = _opt(None, "write TensorBoard scalars and the history (JSON, CSV) here", unset="off")
     profile: int | None = _opt(None, "record a JAX profiler trace of N steps into --logdir", unset="off")
     # runtime
+    precision: str = _opt("fp32", "compute precision: fp32, or bf16 (float32 master weights; for GPUs and TPUs)",
+                          PRECISIONS)
     seed: int = _opt(0, "seed of data order, validation split and dropout of built-in models")
     display: str = _opt("auto", "progress display: auto, widget, html, text or none", DISPLAYS)
     steps_per_dispatch: int | None = _opt(None, "training steps per compiled call (default: from the step's cost)")
@@ -119,6 +122,7 @@ class FitConfig:
         _check_choice(self, "loss", LOSSES, allow_object=True, allow_none=True)
         _check_choice(self, "display", DISPLAYS)
         _check_choice(self, "schedule", SCHEDULES)
+        _check_choice(self, "precision", PRECISIONS)
         if not isinstance(self.optimizer, str) and (self.schedule != "constant" or self.warmup):
             raise ConfigError("--schedule and --warmup apply to named optimizers; an optax object brings its own "
                               "learning rate (build it with an optax schedule instead).")

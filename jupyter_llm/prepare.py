@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -134,7 +135,7 @@ class PreparedFit:
                        for a in jax.tree.leaves(arrs))
         plans = tuple((k, tuple(p[0].shape)) for k, p in self.source.eval_plans.items())
         return (self.graphdef_train, self.graphdef_eval, optimizer_key(self.config, self.steps_total), self.loss_name,
-                self.config.label_smoothing, self.config.skip_nonfinite,
+                self.config.label_smoothing, self.config.skip_nonfinite, self.config.precision,
                 id(self.loss_fn) if self.loss_name not in ("cross_entropy", "mse", "binary_cross_entropy") else 0,
                 type(self.source), getattr(self.source, "block_size", None), self.k, self.config.batch_size,
                 self.padded_steps, shapes, plans, self.placement.mesh)
@@ -149,7 +150,8 @@ class PreparedFit:
         src = self.source
         self.steps = make_step_fns(self.graphdef_train, self.graphdef_eval, self.tx, self.loss_fn, self.metrics,
                                    self.k, self.placement, gather=src.gather,
-                                   skip_nonfinite=self.config.skip_nonfinite, train_loss_fn=self.train_loss_fn)
+                                   skip_nonfinite=self.config.skip_nonfinite, train_loss_fn=self.train_loss_fn,
+                                   compute_dtype=jnp.bfloat16 if self.config.precision == "bf16" else None)
         state = jax.eval_shape(lambda p, r: init_state(p, r, self.tx, copy=False), self.params, self.rest)
         plan = jax.jit(self._plan, out_shardings=self.placement.replicated)
         idx, w = jax.eval_shape(plan, self.data_key, 0, 1)

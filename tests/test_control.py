@@ -199,3 +199,12 @@ def test_option_errors_of_the_control_options():
     ]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             jl.fit(model(), DATA, display="none", **options)
+
+
+def test_bf16_compute_keeps_float32_master_weights():
+    run = jl.fit(model(), DATA, epochs=4, lr=3e-3, precision="bf16", display="none")
+    assert run.history["loss"][-1] < 0.8 * run.history["loss"][0]
+    assert all(p.dtype == np.float32 for p in params_of(run.model))
+    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(run.state.opt_state) if leaf.ndim >= 1)
+    with pytest.raises(ConfigError, match="--precision 'fp16' is not one of"):
+        jl.fit(model(), DATA, precision="fp16", display="none")

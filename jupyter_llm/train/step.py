@@ -34,10 +34,29 @@ class StepFns(NamedTuple):
     metric_names: tuple
 
 
+def cast_floats(tree, dtype):
+    """Floating-point leaves of `tree` as `dtype` (integers and PRNG keys untouched)."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(getattr(a, "dtype", None) or jnp.int32,
+                                                                     jnp.floating) else a, tree)
+
+
 def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, steps_per_call: int, placement,
-                  gather: Gather = gather_rows, skip_nonfinite: int = 0, train_loss_fn=None) -> StepFns:
-    """Build and jit the steps. `placement` (train/sharding.py) fixes every input's and output's sharding."""
+                  gather: Gather = gather_rows, skip_nonfinite: int = 0, train_loss_fn=None,
+                  compute_dtype=None) -> StepFns:
+    """Build and jit the steps. `placement` (train/sharding.py) fixes every input's and output's sharding.
+
+    `compute_dtype` (e.g. bfloat16): the forward and backward passes run in it on a cast copy of the weights,
+    while the master weights, the optimizer and the loss stay in float32.
+    """
     names = ("loss", *metrics)
+
+    def lowered(params, x):
+        if compute_dtype is None:
+            return params, x
+        return cast_floats(params, compute_dtype), cast_floats(x, compute_dtype)
+
+    def as_f32(out):
+        return out if compute_dtype is None else cast_floats(out, jnp.float32)
     train_loss_fn = train_loss_fn or loss_fn  # e.g. with label smoothing; metrics report the plain loss
     rep, batch_sharding = placement.replicated, placement.batch
 
@@ -53,14 +72,16 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
     def train_step(state: TrainState, x, y, w):
         wsum = jnp.sum(w)
 
-        model = nnx.merge(graphdef_train, state.params, state.rest)
+        compute_params, xc = lowered(state.params, x)
+        model = nnx.merge(graphdef_train, compute_params, state.rest)
 
         def objective(model):
-            out = model(x)
+            out = as_f32(model(xc))
             return jnp.sum(train_loss_fn(out, y) * w) / jnp.maximum(wsum, 1.0), out
 
         # nnx's grad (not jax's) so that stateful layers — dropout's RNG counts, batch statistics — may update
         (loss, out), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+        grads = as_f32(grads)
         rest = nnx.split(model, nnx.Param, ...)[2]
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -102,12 +123,12 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         return state, sums
 
     def eval_split(params, rest, data, idx, w):
-        model = nnx.merge(graphdef_eval, params, rest)
+        model = nnx.merge(graphdef_eval, lowered(params, None)[0], rest)
 
         def body(acc, iw):
             i, wb = iw
             x, y = gather(data, i)
-            sums = batch_sums(model(constrain(x)), constrain(y), constrain(wb))
+            sums = batch_sums(as_f32(model(lowered(params, constrain(x))[1])), constrain(y), constrain(wb))
             sums["count"] = jnp.sum(wb)
             return {k: acc[k] + v for k, v in sums.items()}, None
 
@@ -115,7 +136,8 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         return jax.lax.scan(body, init, (idx, w))[0]
 
     def predict(params, rest, x):
-        return nnx.merge(graphdef_eval, params, rest)(x)
+        params, x = lowered(params, x)
+        return as_f32(nnx.merge(graphdef_eval, params, rest)(x))
 
     return StepFns(
         train_chunk=jax.jit(train_chunk, donate_argnums=0, in_shardings=rep, out_shardings=rep),
