@@ -57,6 +57,11 @@ class PreparedFit:
         self.monitor = Monitor.from_config(config, self.logged_names())
         self.flops_estimate = 6.0 * count_params(self.params) * src.units_per_step
         eval_every = config.eval_every if isinstance(src, ArraySource) else None
+        if config.sample_every and not isinstance(dataset, TextCorpus):
+            raise ConfigError("--sample-every shows text from a language model; this fit's data is not a text corpus.")
+        if config.sample_every and not hasattr(model, "init_cache"):
+            raise ConfigError(f"--sample-every needs a model that can generate (jl.models.GPT); "
+                              f"{type(model).__name__} cannot.")
         self.k = loop_mod.choose_steps_per_call(
             src.steps_per_epoch, self.flops_estimate, eval_every=eval_every,
             requested=config.steps_per_dispatch, on_cpu=jax.devices()[0].platform == "cpu")
@@ -190,7 +195,18 @@ class PreparedFit:
             eval_every=self.eval_every, has_validation="validation" in src.eval_plans, derive=src.derive,
             lr_at=self.lr_at if self.schedule is not None else None, monitor=self.monitor,
             keep_best=self.config.keep_best, save=save, save_every=self.config.save_every,
-            report_every=self.config.report_every, profile=self._profile())
+            report_every=self.config.report_every, profile=self._profile(),
+            sample=self._sample if self.config.sample_every else None, sample_every=self.config.sample_every)
+
+    def _sample(self, state, tokens: int = 200):
+        """(prompt, text) sampled from the model as it stands: a newline prompt, temperature 0.8, seed 0."""
+        from jupyter_llm.models.generate import generate
+
+        tok = self.dataset.tokenizer
+        prompt = "\n" if "\n" in getattr(tok, "chars", ()) else self.dataset.tokenizer.decode(self.dataset.train[:1])
+        model = nnx.merge(self.graphdef_eval, state.params, state.rest)
+        ids = generate(model, tok.encode(prompt), tokens, temperature=0.8, seed=0)
+        return prompt, tok.decode(ids)
 
     def _profile(self):
         if not self.config.profile:

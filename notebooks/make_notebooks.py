@@ -137,29 +137,41 @@ notebook("training_troubles", [
          "    return jl.models.MLP(in_features=64, hidden=[width] * depth, num_classes=10, activation=activation,\n"
          "                         dropout=dropout, rngs=nnx.Rngs(seed))"),
     md("## 1. Vanishing gradients: a deep sigmoid network barely learns\n\n"
-       "Eight sigmoid layers shrink the gradient at every layer (the sigmoid's slope is at most 1/4); the same "
-       "network with ReLU trains. `grad_norm` — the global gradient norm, computed inside the compiled step — "
-       "shows why."),
-    code("%%train --epochs $epochs --lr 1e-3 --optimizer sgd --val-split 0.2 --out sigmoid_run --display text\n"
+       "Eight sigmoid layers shrink the gradient at every layer (the sigmoid's slope is at most 1/4), so the first "
+       "layers hardly move; the same network with ReLU trains. The history's `grad_norm` is the global gradient "
+       "norm, computed inside the compiled step; below, the gradient of each layer shows where it vanishes."),
+    code("%%train --epochs $epochs --lr 0.1 --optimizer sgd --val-split 0.2 --out sigmoid_run --display text\n"
          "model = deep_mlp(\"sigmoid\")"),
-    code("%%train --epochs $epochs --lr 1e-3 --optimizer sgd --val-split 0.2 --out relu_run --display text\n"
+    code("%%train --epochs $epochs --lr 0.1 --optimizer sgd --val-split 0.2 --out relu_run --display text\n"
          "model = deep_mlp(\"relu\")"),
-    code("print(f\"sigmoid: loss {sigmoid_run.history['loss'][-1]:.3f}, mean gradient norm \"\n"
-         "      f\"{sigmoid_run.history['grad_norm'][-1]:.2e}\")\n"
-         "print(f\"relu:    loss {relu_run.history['loss'][-1]:.3f}, mean gradient norm \"\n"
-         "      f\"{relu_run.history['grad_norm'][-1]:.2e}\")\n"
-         "assert sigmoid_run.history[\"grad_norm\"][-1] < relu_run.history[\"grad_norm\"][-1] / 10\n"
+    code("import jax.numpy as jnp\n"
+         "import optax\n\n"
+         "def layer_gradient_norms(model, x, y):\n"
+         "    \"\"\"Norm of the loss gradient for each layer's weight matrix, input layer first.\"\"\"\n"
+         "    def loss(m):\n"
+         "        return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()\n"
+         "    grads = nnx.grad(loss)(model)\n"
+         "    layers = [grads[\"hidden\"][i][\"kernel\"] for i in range(len(model.hidden))] + [grads[\"out\"][\"kernel\"]]\n"
+         "    return [float(jnp.linalg.norm(k[...])) for k in layers]\n\n"
+         "x, y = data.train\n"
+         "for name, r in [(\"sigmoid\", sigmoid_run), (\"relu\", relu_run)]:\n"
+         "    norms = layer_gradient_norms(r.model, jnp.asarray(x[:512]), jnp.asarray(y[:512]))\n"
+         "    print(f\"{name:8s} loss {r.history['loss'][-1]:.3f}  layer gradients: \" + \" \".join(f\"{n:.0e}\" for n in norms))\n"
+         "sig = layer_gradient_norms(sigmoid_run.model, jnp.asarray(x[:512]), jnp.asarray(y[:512]))\n"
+         "rel = layer_gradient_norms(relu_run.model, jnp.asarray(x[:512]), jnp.asarray(y[:512]))\n"
+         "assert sig[0] < 1e-3 * sig[-1]      # vanished: the first layer gets a thousandth of the last one's gradient\n"
+         "assert rel[0] > 0.1 * rel[-1]       # ReLU keeps it alive\n"
          "assert relu_run.history[\"loss\"][-1] < sigmoid_run.history[\"loss\"][-1]"),
     md("## 2. Exploding gradients: a large learning rate diverges; clipping tames it\n\n"
-       "With plain SGD at a learning rate of 0.5 on a deep ReLU network the loss blows up: the fit notices the "
+       "With plain SGD at a learning rate of 1.0 on a deep ReLU network the loss blows up: the fit notices the "
        "non-finite loss inside the step, stops, and keeps the last finite weights. Clipping the gradient's global "
        "norm to 1 lets the same run train."),
-    code("%%train --epochs $epochs --lr 0.5 --optimizer sgd --val-split 0.2 --out exploding_run --display text\n"
+    code("%%train --epochs $epochs --lr 1.0 --optimizer sgd --val-split 0.2 --out exploding_run --display text\n"
          "model = deep_mlp(\"relu\", width=256)"),
-    code("%%train --epochs $epochs --lr 0.5 --optimizer sgd --clip 1.0 --val-split 0.2 --out clipped_run --display text\n"
+    code("%%train --epochs $epochs --lr 1.0 --optimizer sgd --clip 1.0 --val-split 0.2 --out clipped_run --display text\n"
          "model = deep_mlp(\"relu\", width=256)"),
     code("print(exploding_run.reason, \"->\", clipped_run.reason, f\"val accuracy {clipped_run.history['val_accuracy'][-1]:.3f}\")\n"
-         "assert exploding_run.reason == \"nan\" and clipped_run.reason == \"completed\""),
+         "assert exploding_run.reason == \"nan\" and clipped_run.history[\"val_accuracy\"][-1] > 0.8"),
     md("## 3. Overfitting: dropout, weight decay and early stopping\n\n"
        "Trained on only 150 examples, a wide network memorises them: training loss keeps falling while validation "
        "loss turns back up. Dropout and decoupled weight decay slow that down; early stopping on `val_loss` with "

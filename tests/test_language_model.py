@@ -125,3 +125,23 @@ def test_train_and_generate_magics(ipython, capsys):
     assert "not in the model's vocabulary" in str(bad.error_in_exec)
     missing = ipython.run_cell("%generate --run nothing hello")
     assert "'nothing' is not a Run" in str(missing.error_in_exec)
+
+
+def test_sample_every_shows_generated_text_at_evaluations():
+    from jupyter_llm import events as ev
+
+    corpus = jl.datasets.text(TEXT, block_size=32)
+    seen = []
+
+    class Samples:
+        def on(self, event):
+            if isinstance(event, ev.Sample):
+                seen.append(event)
+
+    jl.fit(tiny_gpt(corpus.vocab_size), corpus, steps=40, eval_every=10, eval_batches=2, sample_every=20,
+           batch_size=8, display="none", sinks=[Samples()])
+    assert [s.step for s in seen] == [20, 40]
+    assert all(len(s.text) == 200 and s.prompt == "\n" for s in seen)
+    with pytest.raises(ConfigError, match="--sample-every shows text from a language model"):
+        jl.fit(jl.models.MLP(in_features=4, hidden=[4], num_classes=2, rngs=nnx.Rngs(0)),
+               (np.zeros((8, 4), np.float32), np.arange(8) % 2), batch_size=4, sample_every=5, display="none")

@@ -88,6 +88,7 @@ class LiveView:
         self.rows: list[dict] = []
         self._row_at: dict[int, dict] = {}
         self.test_metrics: dict | None = None
+        self.sample: ev.Sample | None = None
         self.end: ev.FitEnd | None = None
         self.rows_version = 0
         self._svg_cache: tuple[int, str] = (-1, "")
@@ -119,6 +120,8 @@ class LiveView:
                 self.test_metrics = dict(event.metrics)
         elif isinstance(event, ev.EpochEnd):
             self._row(event.epoch, event.step).update(event.logs, elapsed=event.elapsed)
+        elif isinstance(event, ev.Sample):
+            self.sample = event
         elif isinstance(event, ev.FitEnd):
             self.end = event
             if event.test_metrics:
@@ -153,7 +156,12 @@ class LiveView:
         return header_html(self.start) if self.start else ""
 
     def phase_html(self) -> str:
-        return f'<div style="color:#555;font-size:12px">{escape(self.phase)}</div>' if self.phase else ""
+        html = f'<div style="color:#555;font-size:12px">{escape(self.phase)}</div>' if self.phase else ""
+        if self.sample is not None:
+            text = escape(self.sample.prompt + self.sample.text)
+            html += (f'<div style="font-size:12px;color:#555">sample at step {self.sample.step}:</div>'
+                     f'<pre style="font-size:12px;max-height:9em;overflow:auto;margin:2px 0">{text}</pre>')
+        return html
 
     def status_text(self) -> str:
         """epoch k/n · step i/N · elapsed · ETA · throughput (compile time excluded: these come from Progress)."""

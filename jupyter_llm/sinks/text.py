@@ -74,6 +74,8 @@ class TextSink:
             total = self._start.epochs if self._start else "?"
             self._println(f"epoch {event.epoch}/{total} step {event.step} | {format_metrics(event.logs)}{rate} | "
                           f"{format_duration(event.elapsed)}{eta}")
+        elif isinstance(event, ev.Sample):
+            self._println(f"sample at step {event.step}:\n{event.prompt}{event.text}\n")
         elif isinstance(event, ev.Eval) and event.split == "test":
             self._println(f"test: {format_metrics(event.metrics)}")
         elif isinstance(event, ev.FitEnd):

@@ -70,6 +70,8 @@ class LoopPlan:
     save_every: int | None = None  # steps between saves (None: at each epoch end)
     report_every: float = 0.25
     profile: tuple | None = None  # (steps, directory): a JAX profiler trace of the first steps
+    sample: Callable | None = None  # state -> (prompt, text): a language model's sample (--sample-every)
+    sample_every: int | None = None
 
 
 class Loop:
@@ -205,6 +207,8 @@ class Loop:
                 logs.update({f"val_{k}": v for k, v in val.items()})
             self.elapsed = time.perf_counter() - t_start
             yield ev.EpochEnd(self.epoch, self.step, logs, self.elapsed)
+            if plan.sample and self.step // plan.sample_every > (self.step - limit) // plan.sample_every:
+                yield ev.Sample(self.step, *plan.sample(self.state))
             stop_early = self._watch(logs)
             epoch_sums.clear()
             remember(epoch + 1, 0)
