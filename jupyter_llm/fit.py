@@ -19,6 +19,7 @@ from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ModelError
 from jupyter_llm.prepare import PreparedFit
 from jupyter_llm.sinks.history import HistorySink
+from jupyter_llm.train import compile_cache
 from jupyter_llm.train import loop as loop_mod
 from jupyter_llm.train.interrupt import stop_on_interrupt
 from jupyter_llm.train.resume import Saver, resume_point
@@ -35,6 +36,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     `sinks` receive the progress events besides the display chosen by `display`.
     """
     config = config or make_config(**options)
+    compile_cache.enable()
     if not isinstance(model, nnx.Module):
         raise ModelError(f"The model must be a flax.nnx.Module, got {type(model).__name__}. Build it with one of "
                          "jupyter_llm.models (e.g. MLP) or subclass nnx.Module.")

@@ -50,7 +50,8 @@ notebook("char_gpt", [
        "version (papermill can also set `steps`)."),
     parameters("import os\n\n"
                "steps = 150 if os.environ.get(\"JUPYTER_LLM_SMOKE\") else 2000\n"
-               "eval_every = max(steps // 8, 1)"),
+               "eval_every = max(steps // 8, 1)\n"
+               "sample_every = max(steps // 4, 1)"),
     md("The corpus: tiny-shakespeare (1.1 M characters), downloaded once and checksum-verified — or the copy that "
        "ships with this repository. Characters are the tokens; the last 10 % is held out for validation."),
     code("local = \"data/tinyshakespeare.txt\"\n"
@@ -58,9 +59,10 @@ notebook("char_gpt", [
          "block_size=64)\n"
          "corpus"),
     md("One cell trains it. Throughput is shown in tokens per second; each evaluation runs over the whole "
-       "validation text."),
+       "validation text, and every `sample_every` steps the display shows what the model writes so far."),
     code("%%train --data corpus --steps $steps --eval-every $eval_every --batch-size 12 --optimizer adamw --lr 1e-3 "
-         "--beta2 0.99 --weight-decay 0.1 --schedule cosine --warmup 100 --min-lr 1e-4 --clip 1.0 --seed 0\n"
+         "--beta2 0.99 --weight-decay 0.1 --schedule cosine --warmup 100 --min-lr 1e-4 --clip 1.0 --seed 0 "
+         "--sample-every $sample_every\n"
          "model = jl.models.GPT.from_preset(\"gpt-char-tiny\", vocab_size=corpus.vocab_size, rngs=nnx.Rngs(0))"),
     code("val = run.history[\"val_loss\"][-1]\n"
          "print(f\"validation loss {val:.3f} nats/char ({run.history['val_bits_per_token'][-1]:.2f} bits), \"\n"

@@ -4,6 +4,7 @@ import os
 import tempfile
 
 os.environ.setdefault("JUPYTER_LLM_DATA", tempfile.mkdtemp(prefix="jl-data-"))
+os.environ.setdefault("JUPYTER_LLM_COMPILE_CACHE", tempfile.mkdtemp(prefix="jl-xla-"))
 
 import pytest  # noqa: E402
 
