@@ -43,12 +43,14 @@ CHILD = Path(__file__).parent / "fault_scripts" / "fit_child.py"
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_TIMEOUT = 180  # seconds: a child that runs longer hangs (a normal one takes a few seconds)
 
-# The fit of the SIGINT trials: 16 steps per epoch, 4 epochs, a checkpoint every 5 steps, 4096 validation examples
+# The fit of the SIGINT trials: 16 steps per epoch, 4 epochs, a checkpoint every 8 steps, 2048 validation examples
 # (an evaluation takes tens of milliseconds, long enough to be aimed at), dropout (so the RNG state matters).
-DATA = {"n_train": 1024, "n_val": 4096, "features": 32, "classes": 4, "seed": 0}
+# k1: one step per dispatch — the host runs two steps ahead of the device and reads the metrics at the saves and
+# every 0.25 s; auto: the chunking chosen from the step's cost, here one dispatch per epoch (long device waits).
+DATA = {"n_train": 1024, "n_val": 2048, "features": 32, "classes": 4, "seed": 0}
 MODEL = {"hidden": [256, 256], "dropout": 0.1}
-BASE = {"epochs": 4, "batch_size": 64, "lr": 1e-3, "save_every": 5, "seed": 0}  # constant lr: steps=N is a prefix
-MODES = {"k1": {"steps_per_dispatch": 1, "report_every": 0.0}, "auto": {}}  # auto: one dispatch per epoch here
+BASE = {"epochs": 4, "batch_size": 64, "lr": 1e-3, "save_every": 8, "seed": 0}  # constant lr: steps=N is a prefix
+MODES = {"k1": {"steps_per_dispatch": 1}, "auto": {}}
 STEPS_TOTAL = 64
 
 
@@ -242,28 +244,27 @@ def full_fits(tmp_path_factory, cache_dir):
 CATEGORIES = ("compile", "step", "eval", "save", "wait", "random")
 
 
-def make_aims(rng: random.Random, per_category: int = 4) -> list[dict]:
-    """Seeded aims: which line to wait for, its occurrence, the delay after it, and the dispatch mode."""
+def make_aims(rng: random.Random) -> list[dict]:
+    """Seeded aims: which child line to wait for, its occurrence, the delay after it, and the dispatch mode.
+    Three trials aimed at each phase and five at pure random moments: 20."""
     aims = []
     for c in CATEGORIES:
-        for i in range(per_category):
+        for i in range(5 if c == "random" else 3):
             mode = ("k1", "auto")[i % 2]
-            k1 = mode == "k1"
-            if c == "compile":  # compiled for real (no cache): a few seconds of XLA
+            if c == "compile":  # compiled for real (no cache): seconds of XLA
                 aim = dict(target="START", n=1, delay=rng.uniform(0.0, 1.5))
-            elif c == "step":
-                aim = dict(target="step", n=rng.randint(1, 60) if k1 else rng.randint(1, 3),
-                           delay=rng.uniform(0.0, 0.002 if k1 else 0.01))
+            elif c == "step":  # k1: the host dispatches steps, two ahead of the device, between two reads
+                aim = dict(target="train", n=rng.randint(2, 12), delay=rng.uniform(0.0005, 0.01), mode="k1")
             elif c == "eval":  # the 4th evaluation is the last: a signal there may come after the end
-                aim = dict(target="eval", n=rng.randint(1, 4), delay=rng.uniform(0.0, 0.015))
-            elif c == "save":  # saves at steps 5, 10, ... (k1) or each epoch's dispatch (auto)
-                aim = dict(target="save", n=rng.randint(1, 12) if k1 else rng.randint(1, 4),
-                           delay=rng.uniform(0.0, 0.06))
-            elif c == "wait":  # the host reads the metrics from the device
-                aim = dict(target="wait", n=rng.randint(2, 60) if k1 else rng.randint(1, 4), delay=0.0)
+                aim = dict(target="eval", n=rng.randint(1, 4), delay=rng.uniform(0.0, 0.01))
+            elif c == "save":  # saves at steps 8, 16, ... (k1) or at each epoch's dispatch (auto)
+                aim = dict(target="save", n=rng.randint(1, 7) if mode == "k1" else rng.randint(1, 4),
+                           delay=rng.uniform(0.0, 0.05))
+            elif c == "wait":  # auto: the host waits a whole epoch's dispatch out when it reads the metrics
+                aim = dict(target="wait", n=rng.randint(1, 4), delay=rng.uniform(0.0, 0.01), mode="auto")
             else:  # a pure random moment after the start (some come after the end)
-                aim = dict(target="START", n=1, delay=rng.uniform(0.0, 4.0))
-            aims.append(dict(aim, category=c, mode=mode))
+                aim = dict(target="START", n=1, delay=rng.uniform(0.0, 3.0))
+            aims.append(dict(dict(mode=mode, category=c), **aim))
     return aims
 
 
@@ -291,9 +292,8 @@ def sigint_trial(i: int, aim: dict, work: Path, cache: Path) -> dict:
 
 
 def test_sigint_at_random_moments_stops_at_a_step_boundary_exactly(tmp_path, cache_dir, full_fits):
-    """24 seeded trials, 4 aimed at each phase (compilation, a training step, an evaluation, a checkpoint save, the
-    host waiting on the device) and 4 at pure random moments, half with one step per dispatch and half with the
-    automatic chunking. Every child exits 0 with a clean "interrupted" (or, for a signal after the end,
+    """20 seeded trials, 3 aimed at each phase (compilation, training steps, an evaluation, a checkpoint save, the
+    host waiting on the device) and 5 at pure random moments, with one step per dispatch or the automatic chunking. Every child exits 0 with a clean "interrupted" (or, for a signal after the end,
     "completed"), finite weights equal to the bit to an uninterrupted `steps=run.step` fit, and a newest
     checkpoint from which a new process resumes to the very history and state of the uninterrupted fit."""
     t0 = time.monotonic()
@@ -384,7 +384,8 @@ def test_sigint_at_random_moments_stops_at_a_step_boundary_exactly(tmp_path, cac
 
 
 # ------------------------------------------------------------------------- 2. a second SIGINT is never stuck
-def second_sigint_trial(i: int, variant: str, rng: random.Random, work: Path, cache: Path) -> dict:
+def second_sigint_trial(i: int, variant: str, work: Path, cache: Path) -> dict:
+    rng = random.Random(7 + i)
     name = f"second{i}"
     ckdir = work / name / "ck"
     child = Child(work, name, [job(name, "k1", instrument=True, checkpoint=str(ckdir))], cache, default_sigint=True)
@@ -397,15 +398,22 @@ def second_sigint_trial(i: int, variant: str, rng: random.Random, work: Path, ca
         sent["second"] = child.send(signal.SIGINT)
 
     after_first = lambda: "first" in sent  # noqa: E731
-    fire_on(child, "step", rng.randint(10, 50), 0.0, first)
     if variant == "immediately":
-        fire_on(child, "step", 1, 0.002, second, after=after_first)  # the stop step's Progress, 2 ms later
-    elif variant == "during the stop's save":
+        fire_on(child, "save", rng.randint(2, 3), rng.uniform(0.05, 0.15), lambda: (first(), time.sleep(0.002),
+                                                                                     second()))
+        return _second_result(child, name, sent, ckdir, variant)
+    # the first one after a committed checkpoint, during the training steps
+    fire_on(child, "save", rng.randint(2, 3), rng.uniform(0.05, 0.15), first)
+    if variant == "during the stop's save":
         fire_on(child, "save", 1, 0.0, second, after=after_first)
     elif variant == "while closing":
         fire_on(child, "end", 1, 0.0, second, after=after_first)
     else:
-        fire_on(child, "step", 1, rng.uniform(0.0, 0.25), second, after=after_first)
+        fire_on(child, "step", 1, rng.uniform(0.0, 0.2), second, after=after_first)  # from the stop's Progress
+    return _second_result(child, name, sent, ckdir, variant)
+
+
+def _second_result(child, name, sent, ckdir, variant):
     rc = child.wait()
     ended = time.monotonic()
     phases = child.phases(name)
@@ -419,10 +427,9 @@ def test_a_second_sigint_while_the_first_is_honoured_raises_keyboardinterrupt(tm
     """The first SIGINT asks for a clean stop; a second one while that stop is being honoured (the last step, the
     final checkpoint save, closing) raises KeyboardInterrupt: the child exits non-zero within seconds, never
     hangs, and its checkpoint directory still resumes to the uninterrupted history."""
-    rng = random.Random(7)
     variants = ["immediately", "during the stop's save", "while closing", "random"]
     with ThreadPoolExecutor(2) as pool:
-        trials = list(pool.map(lambda iv: second_sigint_trial(iv[0], iv[1], rng, tmp_path, cache_dir),
+        trials = list(pool.map(lambda iv: second_sigint_trial(iv[0], iv[1], tmp_path, cache_dir),
                                enumerate(variants)))
     lines = []
     for t in trials:
@@ -553,6 +560,8 @@ def assert_same_fit(run, full, what):
 
 
 @pytest.mark.parametrize("dispatch,stops", [(1, (2, 11, 30)), (None, (1, 2))], ids=["one-step-dispatch", "auto"])
+# auto: one dispatch of 12 steps per epoch; a stop at the 1st Progress ends at step 24 — the last dispatch of an
+# epoch, before its evaluation — and at the 2nd at step 36
 def test_resume_from_directory_and_from_run_equals_uninterrupted(tmp_path, dispatch, stops):
     """Cosine schedule with warm-up and dropout (so the optimizer count, the schedule and the RNG streams must all
     come back): an interrupted fit continued from its checkpoint directory (resume=DIR, resume=True) or from the
@@ -569,7 +578,7 @@ def test_resume_from_directory_and_from_run_equals_uninterrupted(tmp_path, dispa
         assert_same_fit(jl.fit(dropout_model(seed=99), SPLITS, resume=str(ck), **options), full, f"DIR {stop}")
         assert_same_fit(jl.fit(dropout_model(seed=98), SPLITS, resume=first, **options), full, f"Run {stop}")
         # interrupted a second time, continuing in the same directory, then resumed again
-        if first.step == full.step:  # stopped after the last step, before the last epoch's end: nothing to add
+        if full.step - first.step < 3 * (dispatch or 12):  # no room for a second stop before the end
             continue
         again = jl.fit(dropout_model(), SPLITS, checkpoint=str(ck), resume=True, sinks=[InterruptAt(1)], **options)
         assert again.reason == "interrupted" and first.step < again.step <= full.step, (stop, again.step)

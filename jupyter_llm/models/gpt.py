@@ -55,7 +55,9 @@ class GPTConfig:
 
 PRESETS: dict[str, GPTConfig] = {
     # nanoGPT's "train a character-level Shakespeare model on a CPU" recipe: ~0.80M parameters for 65 characters.
-    "gpt-char-tiny": GPTConfig(vocab_size=None, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+    # No biases, as nanoGPT's train.py defaults (bias = False).
+    "gpt-char-tiny": GPTConfig(vocab_size=None, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0,
+                               bias=False),
     # minGPT's gpt-mini: a few minutes on a laptop, ~2.7M parameters plus the embedding.
     "gpt-mini": GPTConfig(vocab_size=None, block_size=128, n_layer=6, n_head=6, n_embd=192, dropout=0.1),
     # GPT-2 124M; 50304 = 50257 rounded up to a multiple of 64, as nanoGPT does for faster matmuls.

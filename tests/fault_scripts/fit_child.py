@@ -223,9 +223,12 @@ def main() -> None:
 
             np.savez(job["record_out"], **{f"{step}_{i}": a for step, leaves in recorder.states.items()
                                            for i, a in enumerate(leaves)})
-    say("DONE")
     if default_sigint:
+        say("DONE")
         time.sleep(20)
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a signal during the interpreter's shutdown must not kill it
+    say("DONE", len(LATE))
 
 
 if __name__ == "__main__":
