@@ -17,7 +17,7 @@ from jupyter_llm.sinks.text import format_duration, format_rate
 from jupyter_llm.sinks.throttle import Throttle
 
 REDRAW_INTERVAL = 0.25  # seconds: at most ~4 redraws a second; final events always draw
-MAX_TABLE_ROWS = 20  # the table shows the newest rows
+MAX_TABLE_ROWS = 8  # the newest rows the live table shows; the report and run.history keep them all
 MAX_ROWS_KEPT = 1000  # `LiveView.rows` keeps this many (one per epoch or evaluation), so memory stays bounded
 
 # reason -> (label, text colour, background, ipywidgets bar_style)
@@ -64,7 +64,8 @@ def table_html(rows: list[dict], max_rows: int = MAX_TABLE_ROWS) -> str:
     body = []
     for r in shown:
         cells = (format_duration(r[c]) if c == "elapsed" and c in r else fmt_value(r.get(c, "")) for c in cols)
-        body.append("<tr>" + "".join(f'<td style="text-align:right;padding:1px 8px">{c}</td>' for c in cells)
+        body.append("<tr>" + "".join(f'<td style="text-align:right;padding:0 8px;line-height:1.3">{c}</td>'
+                                     for c in cells)
                     + "</tr>")
     note = (f'<div style="color:#777;font-size:11px">last {len(shown)} of {len(rows)} rows</div>'
             if len(rows) > len(shown) else "")

@@ -121,8 +121,10 @@ def line_chart_svg(series: Mapping[str, Sequence[tuple[float, float]]], width: i
     xs = [px for pts in data.values() for px, _ in pts]
     lo, hi = x_range or (min(xs or [0.0]), max(xs or [1.0]))
     lo, hi = min([lo, *xs]), max([hi, *xs])
-    x_ticks = nice_ticks(lo, hi)
-    x = _Axis(x_ticks[0], x_ticks[-1], LEFT, width - RIGHT)
+    if hi <= lo:
+        hi = lo + 1.0
+    x_ticks = [t for t in nice_ticks(lo, hi) if lo - 1e-9 <= t <= hi + 1e-9]  # the axis ends where the fit does
+    x = _Axis(lo, hi, LEFT, width - RIGHT)
     top = 40 if title else 24  # title row (optional), then the legend row
     plot_bottom = height - BOTTOM
     split = top + (plot_bottom - top) * (0.66 if lower else 1.0)
