@@ -11,9 +11,9 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "fit": ("jupyter_llm.fit", "fit"),
+    "fit": ("jupyter_llm.fitting", "fit"),
     "Run": ("jupyter_llm.run", "Run"),
-    "lr_find": ("jupyter_llm.lr_find", "lr_find"),
+    "lr_find": ("jupyter_llm.range_test", "lr_find"),
     "FitConfig": ("jupyter_llm.config", "FitConfig"),
     "models": ("jupyter_llm.models", None),
     "datasets": ("jupyter_llm.datasets", None),

@@ -47,7 +47,7 @@ def train(argv: list[str]):
     from jupyter_llm import models
     from jupyter_llm.data.coerce import as_dataset
     from jupyter_llm.data.text import TextCorpus
-    from jupyter_llm.fit import fit
+    from jupyter_llm.fitting import fit
     from jupyter_llm.ipython.parse import parse_train_line
 
     args = parse_train_line(shlex.join(argv), prog="python -m jupyter_llm train")

@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
 WORKLOADS = ("matmul f32", "MLP b32: jl.fit vs hand scan", "MLP b32: jl.fit vs Keras", "display overhead",
-             "re-run start", "start in a new session", "peak RSS: jl.fit vs hand jit", "GPT char: jl.fit vs")
+             "re-run start", "peak RSS: jl.fit vs hand jit", "GPT char: jl.fit vs")
 
 
 @pytest.fixture

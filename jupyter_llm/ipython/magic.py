@@ -50,7 +50,7 @@ class TrainMagics(Magics):
             raise UsageError(str(exc)) from None
         model, data, _ = self._resolve(TrainArgs(opts.pop("model"), opts.pop("data"), opts["out"]))
         out = opts.pop("out")
-        from jupyter_llm.lr_find import lr_find
+        from jupyter_llm.range_test import lr_find
 
         try:
             result = lr_find(model, data, **opts)

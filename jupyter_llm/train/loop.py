@@ -107,11 +107,13 @@ class Loop:
 
     @staticmethod
     def _means(total: dict[str, float]) -> dict[str, float]:
-        count, steps = total.get("count", 0.0), total.get("steps", 0.0)
-        out = {k: v / count for k, v in total.items() if k not in ("count", "steps", *_PER_STEP) and count}
-        for k in _PER_STEP:
-            if steps and k in total:
-                out[k] = total[k] / steps
+        count, steps, measured = total.get("count", 0.0), total.get("steps", 0.0), total.get("measured", 0.0)
+        out = {k: v / count for k, v in total.items()
+               if k not in ("count", "steps", "measured", *_PER_STEP) and count}
+        if steps and "grad_norm" in total:
+            out["grad_norm"] = total["grad_norm"] / steps
+        if measured and "update_ratio" in total:
+            out["update_ratio"] = total["update_ratio"] / measured  # sampled once per dispatch
         return out
 
     def _lr(self) -> float | None:

@@ -69,7 +69,7 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
             sums[name] = jnp.sum(fn(out, y) * w)
         return sums
 
-    def train_step(state: TrainState, x, y, w):
+    def train_step(state: TrainState, x, y, w, measure):
         wsum = jnp.sum(w)
 
         compute_params, xc = lowered(state.params, x)
@@ -88,7 +88,10 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        update_ratio = optax.tree.norm(updates) / jnp.maximum(optax.tree.norm(state.params), 1e-12)
+        # two more passes over the weights: measured on one step per dispatch only (`measure`), not every step
+        update_ratio = jax.lax.cond(
+            measure, lambda: optax.tree.norm(updates) / jnp.maximum(optax.tree.norm(state.params), 1e-12),
+            lambda: jnp.zeros((), jnp.float32))
         advanced = state._replace(params=params, rest=rest, opt_state=opt_state, step=state.step + 1)
         # a non-finite step never changes the weights: it is skipped (up to --skip-nonfinite) or it stops the fit
         can_skip = state.skipped < skip_nonfinite
@@ -99,23 +102,27 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         sums = batch_sums(jax.lax.stop_gradient(out), y, w)
         sums = {k: jnp.where(ok, v, 0.0) for k, v in sums.items()}
         sums.update(count=jnp.where(ok, wsum, 0.0), grad_norm=jnp.where(ok, grad_norm, 0.0),
-                    update_ratio=jnp.where(ok, update_ratio, 0.0), steps=jnp.where(ok, 1.0, 0.0))
+                    update_ratio=jnp.where(ok, update_ratio, 0.0), steps=jnp.where(ok, 1.0, 0.0),
+                    measured=jnp.where(ok & measure, 1.0, 0.0))
         return new_state, sums
 
-    zero_sums = {k: jnp.zeros((), jnp.float32) for k in (*names, "count", "grad_norm", "update_ratio", "steps")}
+    zero_sums = {k: jnp.zeros((), jnp.float32)
+                 for k in (*names, "count", "grad_norm", "update_ratio", "steps", "measured")}
 
     def train_chunk(state, data, idx, w, start):
         idx_k = jax.lax.dynamic_slice_in_dim(idx, start, steps_per_call)
         w_k = jax.lax.dynamic_slice_in_dim(w, start, steps_per_call)
 
+        last_active = jnp.max(jnp.where(jnp.sum(w_k, axis=1) > 0, jnp.arange(steps_per_call), 0))
+
         def body(state, iw):
-            i, wb = iw
+            i, wb, n = iw
             x, y = gather(data, i)
             active = (jnp.sum(wb) > 0) & (state.bad_step < 0)
             return jax.lax.cond(active, train_step, lambda s, *_: (s, zero_sums), state, constrain(x), constrain(y),
-                                constrain(wb))
+                                constrain(wb), n == last_active)
 
-        state, sums = jax.lax.scan(body, state, (idx_k, w_k))
+        state, sums = jax.lax.scan(body, state, (idx_k, w_k, jnp.arange(steps_per_call)))
         sums = {k: jnp.sum(v.astype(jnp.float32)) for k, v in sums.items()}
         sums["bad_step"] = state.bad_step
         sums["step"] = state.step

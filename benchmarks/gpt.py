@@ -1,0 +1,246 @@
+"""Workload 6: a character-level GPT with nanoGPT's CPU recipe, against nanoGPT itself in PyTorch eager mode.
+
+4 layers, 4 heads, 128 wide, context 64, batch 12, dropout 0, no bias, vocabulary 65 from tiny-shakespeare;
+AdamW (0.9, 0.99), weight decay 0.1 on 2-D parameters, warm-up + cosine schedule, clipping at 1.0 (gpt_torch.py
+has the recipe). Three columns, each timed on iterations after a warm-up (so compilation is excluded):
+  - jl.fit on the corpus, with the same optax chain as nanoGPT's optimizer, per-iteration time from the events;
+  - a hand-written JAX training step of the same `jupyter_llm.models.GPT` (jit, donated state, host-drawn random
+    windows as nanoGPT's get_batch);
+  - PyTorch eager (gpt_torch.py, in a subprocess per repeat, alternating with the JAX runs).
+ms/iteration, tokens/s, and model FLOPs utilisation (nanoGPT's estimate_mfu count) against the matmul peak measured
+here. Full mode also trains each for 2,000 iterations and estimates the validation loss over 200 batches.
+
+Known difference: nanoGPT's MLP uses the exact (erf) GELU, jupyter_llm's GPT the tanh approximation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+import subprocess
+import sys
+
+import common
+import gpt_torch
+import matmul
+import numpy as np
+
+
+def have_jl_gpt() -> bool:
+    """HOOK: the jupyter_llm side needs jupyter_llm.models.gpt (and a TextCorpus data path for jl.fit)."""
+    try:
+        from jupyter_llm.data.text import text  # noqa: F401
+        from jupyter_llm.models.gpt import GPT  # noqa: F401
+    except ImportError as exc:
+        common.log(f"gpt: the jupyter_llm GPT is not available ({exc}); only PyTorch runs")
+        return False
+    return True
+
+
+def jl_gpt(cfg: dict, vocab: int, seed: int = gpt_torch.SEED):
+    from flax import nnx
+
+    from jupyter_llm.models.gpt import GPT
+
+    return GPT(vocab_size=vocab, block_size=cfg["block_size"], n_layer=cfg["n_layer"], n_head=cfg["n_head"],
+               n_embd=cfg["n_embd"], dropout=cfg["dropout"], bias=cfg["bias"], rngs=nnx.Rngs(seed))
+
+
+def nanogpt_optimizer():
+    """nanoGPT's optimizer as an optax chain: clip 1.0, AdamW (0.9, 0.99), decay on 2-D params, its schedule."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    o = gpt_torch.OPTIM
+
+    def schedule(it):
+        warm = o["learning_rate"] * (it + 1) / (o["warmup_iters"] + 1)
+        ratio = (it - o["warmup_iters"]) / (o["lr_decay_iters"] - o["warmup_iters"])
+        cos = o["min_lr"] + 0.5 * (1.0 + jnp.cos(jnp.pi * ratio)) * (o["learning_rate"] - o["min_lr"])
+        return jnp.where(it < o["warmup_iters"], warm, jnp.where(it > o["lr_decay_iters"], o["min_lr"], cos))
+
+    mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    return optax.chain(optax.clip_by_global_norm(o["grad_clip"]),
+                       optax.adamw(schedule, b1=o["beta1"], b2=o["beta2"], eps=1e-8, weight_decay=o["weight_decay"],
+                                   mask=mask))
+
+
+def lm_loss(graphdef, params, rest, x, y):
+    import optax
+    from flax import nnx
+
+    logits = nnx.merge(graphdef, params, rest)(x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+class Windows:
+    """nanoGPT's get_batch on the host: `batch` random windows of `block` tokens and their next tokens."""
+
+    def __init__(self, ids, block: int, batch: int, seed: int):
+        self.ids, self.block, self.batch = np.asarray(ids, np.int32), block, batch
+        self.rng = np.random.default_rng(seed)
+        self.offsets = np.arange(block)
+
+    def __call__(self):
+        ix = self.rng.integers(0, len(self.ids) - self.block, self.batch)[:, None] + self.offsets
+        return self.ids[ix], self.ids[ix + 1]
+
+
+def val_loss(model, val_ids, cfg, seed: int = 0) -> float:
+    """estimate_loss: the mean loss over 200 random validation batches."""
+    import jax
+    from flax import nnx
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    f = jax.jit(functools.partial(lm_loss, graphdef))
+    batches = Windows(val_ids, cfg["block_size"], cfg["batch_size"], seed)
+    return float(np.mean([f(params, rest, *batches()) for _ in range(gpt_torch.EVAL_ITERS)]))
+
+
+def hand_jax(cfg, train_ids, vocab, warmup: int, iters: int):
+    """A hand-written JAX loop over the same model: returns (seconds per timed iteration, trained model)."""
+    import jax
+    import optax
+    from flax import nnx
+
+    model = jl_gpt(cfg, vocab)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = nanogpt_optimizer()
+    opt = tx.init(params)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, opt, x, y):
+        loss, grads = jax.value_and_grad(functools.partial(lm_loss, graphdef))(params, rest, x, y)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), opt, loss
+
+    batches = Windows(train_ids, cfg["block_size"], cfg["batch_size"], gpt_torch.SEED)
+    t0 = None
+    for it in range(warmup + iters):
+        if it == warmup:
+            jax.block_until_ready(params)
+            t0 = common.clock()
+        params, opt, loss = step(params, opt, *batches())
+    jax.block_until_ready((params, loss))
+    seconds = (common.clock() - t0) / iters
+    nnx.update(model, params)
+    return seconds, model
+
+
+def jl_fit(cfg, corpus, vocab, warmup: int, iters: int, chunk: int):
+    """jl.fit on the corpus: returns (seconds per timed iteration, trained model). The fit's "epochs" are `chunk`
+    steps (eval_every); the first `warmup` steps are left out of the timing."""
+    import dataclasses
+
+    import jupyter_llm as jl
+    from jupyter_llm import events as ev
+
+    ends = []
+
+    class Clock:
+        def on(self, event):
+            if isinstance(event, ev.EpochEnd):
+                ends.append((event.step, event.elapsed))
+
+    model = jl_gpt(cfg, vocab)
+    train_only = dataclasses.replace(corpus, validation=None)  # no evaluation inside the timed fit
+    jl.fit(model, train_only, steps=warmup + iters, eval_every=chunk, batch_size=cfg["batch_size"],
+           optimizer=nanogpt_optimizer(), display="none", seed=gpt_torch.SEED, sinks=[Clock()])
+    (s0, t0), (s1, t1) = next(e for e in ends if e[0] >= warmup), ends[-1]
+    return ((t1 - t0) / (s1 - s0) if s1 > s0 else float("nan")), model
+
+
+def torch_run(args, warmup: int, iters: int, val_at: int = 0) -> dict | None:
+    if not common.have("torch"):
+        return None
+    cmd = [sys.executable, gpt_torch.__file__, "--warmup", str(warmup), "--iters", str(iters),
+           "--threads", str(args.torch_threads)]
+    cmd += ["--tiny"] if args.mode == "tiny" else []
+    cmd += ["--val-at", str(val_at)] if val_at else []
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"gpt_torch.py failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    import os
+
+    def extra(p):
+        p.add_argument("--torch-threads", type=int, default=os.cpu_count(),
+                       help="torch.set_num_threads for the reference (default: all cores, as the brief asks)")
+        p.add_argument("--val-at", type=int, default=None,
+                       help="train this many iterations for the validation loss (default: 2000 in full mode, else off)")
+
+    args = common.parse_args(__doc__.splitlines()[0], argv, extra=extra)
+    cfg = gpt_torch.TINY if args.mode == "tiny" else gpt_torch.CONFIG
+    warmup, iters, chunk = common.pick(args, (2, 4, 2), (20, 100, 20), (50, 300, 50))
+    val_at = args.val_at if args.val_at is not None else common.pick(args, 0, 0, gpt_torch.OPTIM["lr_decay_iters"])
+    path = gpt_torch.find_corpus()
+    if path is None:
+        rows = [common.Row("GPT char (nanoGPT CPU recipe)", "ms/iter", [], None, "tinyshakespeare.txt not found")]
+        common.report(rows, args, "Character-level GPT")
+        return rows
+    train_ids, val_ids, vocab = gpt_torch.load_corpus(path)
+    jax_side = have_jl_gpt()
+    if jax_side:
+        import jupyter_llm as jl
+
+        corpus = jl.datasets.text(path, block_size=cfg["block_size"], val_fraction=0.1)
+    peak = matmul.peak_gflops(tries=2) * 1e9 if args.mode != "tiny" else matmul.jax_gflops(256, 256, 256) * 1e9
+    ms = {"jl.fit": [], "hand JAX": [], "PyTorch": []}
+    for r in range(args.repeats):
+        common.log(f"gpt: repeat {r + 1}/{args.repeats}")
+        if jax_side:
+            ms["jl.fit"].append(1000 * jl_fit(cfg, corpus, corpus.vocab_size, warmup, iters, chunk)[0])
+            ms["hand JAX"].append(1000 * hand_jax(cfg, train_ids, vocab, warmup, iters)[0])
+        t = torch_run(args, warmup, iters)
+        if t:
+            ms["PyTorch"].append(t["ms_per_iter"])
+    n_params = jl_gpt(cfg, vocab).num_params() if jax_side else (t or {}).get("params_non_embedding", 0)
+    flops = gpt_torch.flops_per_iter(n_params, cfg)
+    tokens = cfg["batch_size"] * cfg["block_size"]
+
+    def perf(name):
+        v = ms[name]
+        if not v:
+            return f"{name}: n/a"
+        s = statistics.median(v) / 1000
+        return f"{name} {common.num(tokens / s)} tok/s, MFU {100 * flops / s / peak:.1f} %"
+
+    torch_ref = ms["PyTorch"] or None
+    torch_name = "PyTorch eager" if torch_ref else "PyTorch not installed"
+    threads = f"torch threads {args.torch_threads}; " if torch_ref else ""
+    base = (f"{n_params / 1e6:.2f}M params, {flops / 1e9:.2f} GFLOP/iter, peak {peak / 1e9:.0f} GFLOP/s; {threads}"
+            f"iters {warmup + 1}..{warmup + iters} timed")
+    rows = [
+        common.Row("GPT char: jl.fit vs PyTorch", "ms/iter", ms["jl.fit"], torch_ref, torch_name,
+                   note=f"{perf('jl.fit')}; {perf('PyTorch')}; {base}"),
+        common.Row("GPT char: hand JAX step vs PyTorch", "ms/iter", ms["hand JAX"], torch_ref, torch_name,
+                   note=f"{perf('hand JAX')}"),
+        common.Row("GPT char: jl.fit vs hand JAX step", "ms/iter", ms["jl.fit"], ms["hand JAX"] or None,
+                   "hand JAX", note="the cost of jl.fit's loop over a bare jitted step"),
+    ]
+    if val_at:
+        common.log(f"gpt: {val_at} iterations each for the validation loss")
+        losses = {}
+        if jax_side:
+            losses["jl.fit"] = val_loss(jl_fit(cfg, corpus, corpus.vocab_size, 0, val_at, min(250, val_at))[1],
+                                        corpus.validation, cfg)
+            losses["hand JAX"] = val_loss(hand_jax(cfg, train_ids, vocab, 0, val_at)[1], val_ids, cfg)
+        t = torch_run(args, 0, 1, val_at=val_at)
+        if t:
+            losses["PyTorch"] = t["val_loss"]
+        ref = [losses["PyTorch"]] if "PyTorch" in losses else None
+        for name in ("jl.fit", "hand JAX"):
+            if name in losses:
+                rows.append(common.Row(f"GPT char val loss @{val_at}: {name} vs PyTorch", "nats", [losses[name]],
+                                       ref, torch_name, note="200 random validation batches, as nanoGPT"))
+    common.report(rows, args, "Character-level GPT (nanoGPT CPU recipe)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
