@@ -1,5 +1,8 @@
 """Small shared helpers for tests."""
 
+import os
+import signal
+
 import jax
 import numpy as np
 from flax import nnx
@@ -17,3 +20,18 @@ def params_of(model):
 
 def same_params(a, b) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(params_of(a), params_of(b)))
+
+
+class InterruptAt:
+    """A sink that sends SIGINT to this process at the n-th Progress event: the notebook's stop button."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on(self, event):
+        from jupyter_llm import events as ev
+
+        if isinstance(event, ev.Progress):
+            self.n -= 1
+            if self.n == 0:
+                os.kill(os.getpid(), signal.SIGINT)

@@ -1,8 +1,6 @@
 """Control of a fit: schedules, regularisation, early stopping, plateau, best weights, NaN skipping, lr_find,
 and resuming an interrupted fit to exactly the history of an uninterrupted one."""
 
-import os
-import signal
 
 import jax
 import numpy as np
@@ -14,7 +12,7 @@ from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig
 from jupyter_llm.errors import ConfigError
 from jupyter_llm.train.optim import make_schedule
-from tests.helpers import mlp, params_of, same_params
+from tests.helpers import InterruptAt, mlp, params_of, same_params
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(512, 16)).astype(np.float32)
@@ -140,19 +138,6 @@ def test_lr_find_restores_weights_and_suggests_a_rate():
     assert result.lrs == sorted(result.lrs)
     assert 1e-5 < result.suggestion < 1.0
     assert min(result.losses) < result.losses[0]
-
-
-class InterruptAt:
-    """Sends SIGINT to this process at the n-th Progress event (the stop button)."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def on(self, event):
-        if isinstance(event, ev.Progress):
-            self.n -= 1
-            if self.n == 0:
-                os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.mark.parametrize("stop_at", [1, 7, 12, 25])

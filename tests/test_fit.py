@@ -1,6 +1,5 @@
 """The training core end to end: it learns, it is reproducible, and every ending keeps usable weights."""
 
-import os
 import signal
 
 import jax
@@ -12,7 +11,7 @@ from flax import nnx
 
 import jupyter_llm as jl
 from jupyter_llm import events as ev
-from tests.helpers import mlp, params_of, same_params
+from tests.helpers import InterruptAt, mlp, params_of, same_params
 
 
 def test_quickstart_recipe_reaches_95_percent_on_digits(digits):
@@ -143,18 +142,8 @@ def test_nonfinite_loss_stops_and_keeps_last_finite_weights():
 
 
 def test_interrupt_stops_at_a_step_boundary_and_keeps_weights(small_data):
-    class InterruptAfter:
-        def __init__(self, n):
-            self.n = n
-
-        def on(self, event):
-            if isinstance(event, ev.Progress):
-                self.n -= 1
-                if self.n == 0:
-                    os.kill(os.getpid(), signal.SIGINT)
-
     model = mlp()
-    run = jl.fit(model, small_data, epochs=200, steps_per_dispatch=1, display="none", sinks=[InterruptAfter(3)])
+    run = jl.fit(model, small_data, epochs=200, steps_per_dispatch=1, display="none", sinks=[InterruptAt(3)])
     assert run.reason == "interrupted"
     assert 0 < run.step < 200 * 16
     assert int(run.state.step) == run.step  # the weights are those of the last completed step
