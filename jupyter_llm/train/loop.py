@@ -36,14 +36,16 @@ class Position:
     step: int = 0  # steps completed
     epoch_sums: dict = field(default_factory=dict)  # metric sums of the epoch so far
     monitor: dict | None = None
+    steps_per_call: int | None = None  # `call` counts chunks of this many steps
 
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "call": self.call, "step": self.step, "epoch_sums": dict(self.epoch_sums),
-                "monitor": self.monitor}
+                "monitor": self.monitor, "steps_per_call": self.steps_per_call}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Position":
-        return cls(d["epoch"], d["call"], d["step"], dict(d.get("epoch_sums") or {}), d.get("monitor"))
+        return cls(d["epoch"], d["call"], d["step"], dict(d.get("epoch_sums") or {}), d.get("monitor"),
+                   d.get("steps_per_call"))
 
 
 @dataclass
@@ -150,6 +152,7 @@ class Loop:
 
         def remember(next_epoch, next_call):
             pos.epoch, pos.call, pos.step = next_epoch, next_call, self.step
+            pos.steps_per_call = plan.steps_per_call
             pos.epoch_sums = dict(epoch_sums)
             pos.monitor = plan.monitor.to_dict() if plan.monitor else None
 

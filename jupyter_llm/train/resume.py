@@ -80,10 +80,11 @@ def resume_point(config, prepared):
     if isinstance(source, Run):
         if source.state is None or source.position is None:
             raise ConfigError("That run has no state to resume from (it failed before its first step).")
-        _check_same_structure(like, source.state, "the earlier run")
         _check_settings(source.config.to_dict(), config, "the earlier run")
+        _check_same_structure(like, source.state, "the earlier run")
+        position = _check_chunking(Position.from_dict(source.position.to_dict()), prepared, "the earlier run")
         state = prepared.placement.put(fresh_copy(source.state))  # the earlier Run stays usable
-        return state, Position.from_dict(source.position.to_dict()), (source.history, source.log)
+        return state, position, (source.history, source.log)
     directory = config.checkpoint if source is True else source
     if directory is None:
         raise ConfigError("--resume without a directory needs --checkpoint DIR (in a notebook, --resume alone "
@@ -98,7 +99,17 @@ def resume_point(config, prepared):
     with Checkpointer(directory, keep=config.keep) as checkpointer:
         state, meta, _ = checkpointer.restore(like)
     _check_settings(meta.get("config", {}), config, f"the checkpoint in {directory}")
-    return state, Position.from_dict(meta["position"]), (meta.get("history", {}), meta.get("log", []))
+    position = _check_chunking(Position.from_dict(meta["position"]), prepared, f"the checkpoint in {directory}")
+    return state, position, (meta.get("history", {}), meta.get("log", []))
+
+
+def _check_chunking(position: Position, prepared, what: str) -> Position:
+    """Mid-epoch, the position counts chunks: continuing with chunks of another size would retrain or skip steps."""
+    old = position.steps_per_call
+    if position.call and old is not None and old != prepared.k:
+        raise ConfigError(f"Cannot resume from {what}: it stopped mid-epoch with {old} steps per dispatch and this "
+                          f"fit would use {prepared.k}. Add --steps-per-dispatch {old} to continue it exactly.")
+    return position
 
 
 def _check_same_structure(like, state, what: str) -> None:
