@@ -24,7 +24,7 @@ from jupyter_llm.train.state import TrainState
 
 MAX_IN_FLIGHT = 2
 _NOT_SUMMED = ("bad_step", "step", "skipped")
-_PER_STEP = ("grad_norm", "update_ratio")  # averaged over steps, not examples
+_PER_STEP = ("grad_norm", "update_ratio")  # averaged over the sampled steps, not examples
 
 
 @dataclass
@@ -109,13 +109,12 @@ class Loop:
 
     @staticmethod
     def _means(total: dict[str, float]) -> dict[str, float]:
-        count, steps, measured = total.get("count", 0.0), total.get("steps", 0.0), total.get("measured", 0.0)
+        count, measured = total.get("count", 0.0), total.get("measured", 0.0)
         out = {k: v / count for k, v in total.items()
                if k not in ("count", "steps", "measured", *_PER_STEP) and count}
-        if steps and "grad_norm" in total:
-            out["grad_norm"] = total["grad_norm"] / steps
-        if measured and "update_ratio" in total:
-            out["update_ratio"] = total["update_ratio"] / measured  # sampled once per dispatch
+        for k in _PER_STEP:  # sampled at the last step of each dispatch
+            if measured and k in total:
+                out[k] = total[k] / measured
         return out
 
     def _lr(self) -> float | None:
@@ -229,7 +228,7 @@ class Loop:
             profiler.stop()
         if reason == ev.NAN:
             self.step = self.bad_step - 1  # the weights are those after the last finite step
-            self.message = (f"loss or gradient not finite at step {self.bad_step}; weights kept from step "
+            self.message = (f"loss or weights not finite at step {self.bad_step}; weights kept from step "
                             f"{self.step}")
         elif reason == ev.EARLY_STOPPED and plan.monitor:
             m = plan.monitor
@@ -283,7 +282,8 @@ class _Profiler:
 def choose_steps_per_call(steps_per_epoch: int, flops_per_step: float, *, eval_every: int | None,
                           requested: int | None, on_cpu: bool, target_seconds: float = 0.1) -> int:
     """Steps per dispatch: enough to hide dispatch overhead, few enough that the display updates a few times a
-    second. The padding at an epoch's end is minimised by spreading the steps evenly over the calls."""
+    second. A chunk with padding at an epoch's end runs the slower checked path (train/step.py), so a divisor of
+    the epoch is preferred; otherwise the padding is minimised by spreading the steps evenly over the calls."""
     if requested:
         k = requested
     else:
@@ -293,5 +293,8 @@ def choose_steps_per_call(steps_per_epoch: int, flops_per_step: float, *, eval_e
     if eval_every:
         k = max(d for d in range(1, min(k, eval_every) + 1) if eval_every % d == 0)
         return k
+    divisors = [d for d in range(max(1, k // 2), k + 1) if steps_per_epoch % d == 0]
+    if divisors:
+        return divisors[-1]
     calls = math.ceil(steps_per_epoch / k)
     return math.ceil(steps_per_epoch / calls)

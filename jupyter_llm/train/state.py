@@ -14,7 +14,7 @@ class TrainState(NamedTuple):
     rest: Any  # nnx.State of everything else (RNG streams, batch statistics)
     opt_state: Any
     step: jax.Array  # int32: training steps completed
-    bad_step: jax.Array  # int32: first step whose loss or gradient was not finite; -1 while none was
+    bad_step: jax.Array  # int32: first step whose loss or new weights were not finite; -1 while none was
     skipped: jax.Array  # int32: non-finite updates skipped so far (--skip-nonfinite)
     lr_scale: jax.Array  # float32: multiplier of every update (reduce-on-plateau lowers it)
 
