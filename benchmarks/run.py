@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick    # a few minutes
     python benchmarks/run.py --tiny     # seconds per script: checks that they run (the tests use this)
     python benchmarks/run.py --quick --only mlp,gpt --save   # also write benchmarks/results/latest.md
+    python benchmarks/run.py --quick --val-at 2000 --save   # quick timings + the GPT validation loss at 2,000 iters
 
 Each script runs in its own process (JAX, Keras and PyTorch never share one; memory figures stay clean) and hands
 its rows back as JSON; their own tables and progress lines go to stderr, the combined table to stdout.
@@ -27,6 +28,8 @@ def extra(p):
     p.add_argument("--save", nargs="?", const=os.path.join(common.HERE, "results", "latest.md"), default=None,
                    metavar="PATH", help="also write the table to PATH (default benchmarks/results/latest.md)")
     p.add_argument("--torch-threads", type=int, default=None, help="passed to gpt.py")
+    p.add_argument("--val-at", type=int, default=None,
+                   help="passed to gpt.py: train each GPT this many iterations for the validation loss")
 
 
 def run_script(name: str, args) -> list[common.Row]:
@@ -37,6 +40,8 @@ def run_script(name: str, args) -> list[common.Row]:
             cmd += ["--repeats", str(args.repeats)]
         if name == "gpt" and args.torch_threads:
             cmd += ["--torch-threads", str(args.torch_threads)]
+        if name == "gpt" and args.val_at is not None:
+            cmd += ["--val-at", str(args.val_at)]
         common.log(f"== {name}: {' '.join(cmd[1:])}")
         t0 = common.clock()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, check=False)

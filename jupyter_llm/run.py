@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jupyter_llm.data.coerce import _check_split
+from jupyter_llm.data.coerce import check_split
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.errors import DataError
 from jupyter_llm.train.state import split_model
@@ -98,10 +98,10 @@ class Run:
             split = split_or_arrays.test or split_or_arrays.validation or split_or_arrays.train
         else:
             split = split_or_arrays
-        x, y = _check_split(split, "evaluation")
+        x, y = check_split(split, "evaluation")
         batch = min(self.config.batch_size * 8, len(x))
         idx, w = ordered_plan(len(x), batch)
-        data = self._source.placement.put((x, y)) if hasattr(self._source, "placement") else (x, y)
+        data = self._source.placement.put((x, y))
         return _means(jax.device_get(self._steps.eval_split(params, rest, data, idx, w)))
 
     def predict(self, x) -> np.ndarray:

@@ -141,6 +141,20 @@ def test_nonfinite_loss_stops_and_keeps_last_finite_weights():
     assert "not finite at step" in run._sink.end.message
 
 
+def test_a_chunk_that_turns_nonfinite_midway_keeps_exactly_the_last_finite_step():
+    """The branch-free path notices the failure only at the chunk's end; the chunk is then redone step by step,
+    so the weights equal those of a fit that stops right before the bad step."""
+    x = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32) * 100
+    y = (x ** 3).sum(1)
+    opts = dict(lr=3.0, optimizer="sgd", batch_size=16, steps_per_dispatch=16, display="none")
+    run = jl.fit(mlp(in_features=4, hidden=(16,), num_classes=1), (x, y), epochs=50, **opts)
+    assert run.reason == "nan" and run.step % 16 not in (0, 15), run.step  # the failure was inside a chunk
+    ref = jl.fit(mlp(in_features=4, hidden=(16,), num_classes=1), (x, y), steps=run.step, **opts)
+    assert ref.reason == "completed"
+    for a, b in zip(params_of(run.model), params_of(ref.model)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_interrupt_stops_at_a_step_boundary_and_keeps_weights(small_data):
     model = mlp()
     run = jl.fit(model, small_data, epochs=200, steps_per_dispatch=1, display="none", sinks=[InterruptAt(3)])

@@ -22,9 +22,9 @@ _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validati
 def as_dataset(data: Any, *, val_split: float = 0.0, seed: int = 0) -> Dataset:
     """Coerce, check, and (with `val_split`) carve a validation split from train."""
     ds = _coerce(data)
-    ds = ds.replace(train=_check_split(ds.train, "train"),
-                    validation=_check_split(ds.validation, "validation"),
-                    test=_check_split(ds.test, "test"))
+    ds = ds.replace(train=check_split(ds.train, "train"),
+                    validation=check_split(ds.validation, "validation"),
+                    test=check_split(ds.test, "test"))
     if val_split:
         if ds.validation is not None:
             raise ConfigError("The data already has a validation split, so --val-split has nothing to do: "
@@ -73,7 +73,8 @@ def _as_array(a, what: str) -> np.ndarray:
     return arr
 
 
-def _check_split(split, name: str):
+def check_split(split, name: str):
+    """An (x, y) pair as arrays of matching length, or a one-line DataError saying what is wrong."""
     if split is None:
         return None
     if not isinstance(split, (tuple, list)) or len(split) != 2:
