@@ -15,6 +15,8 @@ from jupyter_llm import events as ev
 from jupyter_llm.sinks.html import END_STYLES, REDRAW_INTERVAL, LiveView
 from jupyter_llm.sinks.throttle import Throttle
 
+CHART_INTERVAL = 1.0  # seconds: the curves are most of a redraw's cost (SVG paths); the bar and numbers move faster
+
 
 @functools.cache
 def _root_class():
@@ -38,6 +40,7 @@ class WidgetSink:
 
         self.view = LiveView()
         self.throttle = Throttle(interval)
+        self.chart_throttle = Throttle(max(interval, CHART_INTERVAL))
         self.redraws = 0
         self.header = w.HTML()
         self.phase = w.HTML()
@@ -55,26 +58,28 @@ class WidgetSink:
         final = self.view.on(event)
         if isinstance(event, ev.FitStart):
             self.throttle.reset()
+            self.chart_throttle.reset()
             self.bar.bar_style = ""
             self.bar.max = max(event.steps_total, 1)
         rare = isinstance(event, (ev.FitStart, ev.CompileStart, ev.CompileEnd))
         if self.throttle.ready(force=final or rare):
-            self.redraw()
+            self.redraw(chart=self.chart_throttle.ready(force=final or rare))
         if not self._displayed and isinstance(event, ev.FitStart):
             from IPython.display import display
 
             display(self.root)
             self._displayed = True
 
-    def redraw(self) -> None:
-        """Send the parts whose text changed, one message per widget (`hold_sync` batches its traits)."""
+    def redraw(self, chart: bool = True) -> None:
+        """Send the parts whose text changed, one message per widget (`hold_sync` batches its traits); the chart
+        only when `chart` (it is redrawn at most once a second)."""
         v = self.view
         updates = [
             (self.header, {"value": v.header_html()}),
             (self.phase, {"value": v.phase_html()}),
             (self.bar, self._bar_traits()),
             (self.label, {"value": v.status_text()}),
-            (self.chart, {"value": v.chart_svg()}),
+            *([(self.chart, {"value": v.chart_svg()})] if chart else []),
             (self.table, {"value": v.table_html()}),
             (self.end, {"value": v.end_html()}),
         ]
