@@ -152,13 +152,25 @@ def jl_fit(cfg, corpus, vocab, warmup: int, iters: int, chunk: int):
     return ((t1 - t0) / (s1 - s0) if s1 > s0 else float("nan")), model
 
 
-def torch_run(args, warmup: int, iters: int, val_at: int = 0) -> dict | None:
+def jl_generate_ms(model, n: int) -> float:
+    """ms per token of `jupyter_llm.models.generate.generate` for `n` new tokens from a one-token prompt (the
+    second call: the first compiles)."""
+    from jupyter_llm.models.generate import generate
+
+    generate(model, [0], n, temperature=1.0, seed=0)
+    t0 = common.clock()
+    generate(model, [0], n, temperature=1.0, seed=1)
+    return 1000 * (common.clock() - t0) / n
+
+
+def torch_run(args, warmup: int, iters: int, val_at: int = 0, gen=()) -> dict | None:
     if not common.have("torch"):
         return None
     cmd = [sys.executable, gpt_torch.__file__, "--warmup", str(warmup), "--iters", str(iters),
            "--threads", str(args.torch_threads)]
     cmd += ["--tiny"] if args.mode == "tiny" else []
     cmd += ["--val-at", str(val_at)] if val_at else []
+    cmd += ["--gen", *map(str, gen)] if gen else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"gpt_torch.py failed:\n{out.stderr[-3000:]}")
@@ -223,6 +235,17 @@ def main(argv=None):
         common.Row("GPT char: jl.fit vs hand JAX step", "ms/iter", ms["jl.fit"], ms["hand JAX"] or None,
                    "hand JAX", note="the cost of jl.fit's loop over a bare jitted step"),
     ]
+    gen = common.pick(args, (8, 40), (63, 500), (63, 500))  # within the context; past it (sliding window)
+    if jax_side:
+        model = jl_gpt(cfg, vocab)
+        t = torch_run(args, 1, 1, gen=gen) or {}
+        for n in gen:
+            how = "inside the context: KV cache" if n < cfg["block_size"] else "past the context: sliding window"
+            ours = jl_generate_ms(model, n)
+            ref = t.get("gen_ms_per_token", {}).get(str(n))
+            rows.append(common.Row(f"GPT char generation, {n} tokens: jl vs PyTorch", "ms/token", [ours],
+                                   [ref] if ref else None, "nanoGPT generate" if ref else "PyTorch not installed",
+                                   note=f"{how}; {common.num(1000 / ours)} tokens/s; one-token prompt, batch 1"))
     if val_at:
         common.log(f"gpt: {val_at} iterations each for the validation loss")
         losses = {}

@@ -177,6 +177,8 @@ def build(cfg: dict, vocab_size: int):
             for block in self.transformer.h:
                 x = block(x)
             x = self.transformer.ln_f(x)
+            if targets is None:  # generation: only the last position's logits, as nanoGPT
+                return self.lm_head(x[:, [-1], :]), None
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
             return logits, loss
@@ -191,6 +193,23 @@ def build(cfg: dict, vocab_size: int):
     return GPT(dict(cfg, vocab_size=vocab_size))
 
 
+def generate(model, max_new_tokens: int, block_size: int, temperature: float = 1.0):
+    """nanoGPT's GPT.generate from a one-token prompt: each new token runs the model over the (cropped) context,
+    no key/value cache."""
+    import torch
+
+    model.eval()
+    idx = torch.zeros((1, 1), dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            cond = idx if idx.size(1) <= block_size else idx[:, -block_size:]
+            logits, _ = model(cond)
+            probs = torch.softmax(logits[:, -1, :] / temperature, dim=-1)
+            idx = torch.cat((idx, torch.multinomial(probs, num_samples=1)), dim=1)
+    model.train()
+    return idx
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="nanoGPT (PyTorch eager) reference: ms/iteration on the CPU")
     p.add_argument("--iters", type=int, default=100, help="timed iterations")
@@ -199,6 +218,8 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help="tiny model (only checks that the script runs)")
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
+    p.add_argument("--gen", type=int, nargs="*", default=[],
+                   help="also time nanoGPT's generate for these numbers of new tokens (ms/token)")
     args = p.parse_args(argv)
 
     import torch
@@ -261,6 +282,12 @@ def main(argv=None):
     out = {"ms_per_iter": 1000 * seconds / args.iters, "tokens_per_s": args.iters * B * T / seconds,
            "params_non_embedding": n_params, "flops_per_iter": flops_per_iter(n_params, cfg),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "val_loss": None}
+    out["gen_ms_per_token"] = {}
+    for n in args.gen:
+        generate(model, 8, T)  # warm-up
+        t0 = time.perf_counter()
+        generate(model, n, T)
+        out["gen_ms_per_token"][str(n)] = 1000 * (time.perf_counter() - t0) / n
     if args.val_at:
         torch.manual_seed(args.seed)
         model, optimizer = fresh()
