@@ -111,7 +111,7 @@ class Loop:
     def _means(total: dict[str, float]) -> dict[str, float]:
         count, measured = total.get("count", 0.0), total.get("measured", 0.0)
         out = {k: v / count for k, v in total.items()
-               if k not in ("count", "steps", "measured", *_PER_STEP) and count}
+               if k not in ("count", "measured", *_PER_STEP) and count}
         for k in _PER_STEP:  # sampled at the last step of each dispatch
             if measured and k in total:
                 out[k] = total[k] / measured

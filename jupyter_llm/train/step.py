@@ -97,7 +97,7 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         return advanced, loss, grads, updates, sums
 
     def health(grads, updates, params_before):
-        """Gradient norm and update/parameter ratio: two passes over the weights, so sampled, not per step."""
+        """Gradient norm and update/parameter ratio: three passes over the weights, so sampled, not per step."""
         return (optax.tree.norm(grads),
                 optax.tree.norm(updates) / jnp.maximum(optax.tree.norm(params_before), 1e-12))
 
@@ -108,7 +108,7 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
                   if jnp.issubdtype(a.dtype, jnp.floating)]
         return jnp.all(jnp.stack([jnp.isfinite(jnp.sum(a)) for a in leaves])) if leaves else jnp.array(True)
 
-    sum_names = (*names, "count", "grad_norm", "update_ratio", "steps", "measured")
+    sum_names = (*names, "count", "grad_norm", "update_ratio", "measured")
     zero_sums = {k: jnp.zeros((), jnp.float32) for k in sum_names}
 
     def fast_chunk(state, data, idx_k, w_k):
@@ -128,8 +128,7 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         grad_norm, update_ratio = health(grads, updates, before)
         fine = jnp.all(finite) & last_finite & finite_state(state)  # non-finite values persist: one test suffices
         sums = {k: jnp.sum(v.astype(jnp.float32)) + last_sums[k] for k, v in sums.items()}
-        sums.update(grad_norm=grad_norm, update_ratio=update_ratio, steps=jnp.float32(steps_per_call),
-                    measured=jnp.float32(1.0))
+        sums.update(grad_norm=grad_norm, update_ratio=update_ratio, measured=jnp.float32(1.0))
         return state, sums, fine
 
     def careful_step(state: TrainState, x, y, w, measure):
@@ -147,7 +146,7 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         sums = {k: jnp.where(ok, v, 0.0) for k, v in sums.items()}
         taken = ok & measure
         sums.update(grad_norm=jnp.where(taken, grad_norm, 0.0), update_ratio=jnp.where(taken, update_ratio, 0.0),
-                    steps=jnp.where(ok, 1.0, 0.0), measured=jnp.where(taken, 1.0, 0.0))
+                    measured=jnp.where(taken, 1.0, 0.0))
         return new_state, sums
 
     def careful_chunk(state, data, idx_k, w_k):
