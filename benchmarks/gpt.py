@@ -8,7 +8,9 @@ has the recipe). Three columns, each timed on iterations after a warm-up (so com
     windows as nanoGPT's get_batch);
   - PyTorch eager (gpt_torch.py, in a subprocess per repeat, alternating with the JAX runs).
 ms/iteration, tokens/s, and model FLOPs utilisation (nanoGPT's estimate_mfu count) against the matmul peak measured
-here. Full mode also trains each for 2,000 iterations and estimates the validation loss over 200 batches.
+here. Also generation speed (ms/token, batch 1, one-token prompt): `jupyter_llm.models.generate` with its
+key/value cache against nanoGPT's `generate`, for a length inside the context and one past it. Full mode (or
+`--val-at N`) also trains each for 2,000 (N) iterations and estimates the validation loss over 200 batches.
 
 Known difference: nanoGPT's MLP uses the exact (erf) GELU, jupyter_llm's GPT the tanh approximation.
 """

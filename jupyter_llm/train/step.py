@@ -102,8 +102,8 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
                 optax.tree.norm(updates) / jnp.maximum(optax.tree.norm(params_before), 1e-12))
 
     def finite_state(state: TrainState):
-        """True when the loss's step left every weight, optimizer moment and statistic finite. One sum per
-        array (a non-finite element makes it non-finite), cheaper than an elementwise test."""
+        """True when every weight, optimizer moment and statistic of `state` is finite. One sum per array (a
+        non-finite element makes it non-finite) is cheaper than an elementwise test."""
         leaves = [a for a in jax.tree.leaves((state.params, state.opt_state, state.rest))
                   if jnp.issubdtype(a.dtype, jnp.floating)]
         return jnp.all(jnp.stack([jnp.isfinite(jnp.sum(a)) for a in leaves])) if leaves else jnp.array(True)
@@ -134,8 +134,8 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
     def careful_step(state: TrainState, x, y, w, measure):
         """A step that never lets a non-finite loss, weight or optimizer moment into the state."""
         new, loss, grads, updates, sums = forward_backward(state, x, y, w)
-        grad_norm, update_ratio = jax.lax.cond(measure, health, lambda *_: (0.0 * loss, 0.0 * loss),
-                                               grads, updates, state.params)
+        unmeasured = lambda *_: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))  # noqa: E731
+        grad_norm, update_ratio = jax.lax.cond(measure, health, unmeasured, grads, updates, state.params)
         ok = jnp.isfinite(loss) & finite_state(new)
         # a non-finite step is skipped (up to --skip-nonfinite) or it stops the fit
         can_skip = state.skipped < skip_nonfinite
