@@ -284,9 +284,7 @@ def choose_steps_per_call(steps_per_epoch: int, flops_per_step: float, *, eval_e
     """Steps per dispatch: enough to hide dispatch overhead, few enough that the display updates a few times a
     second. Several steps per dispatch also make each step faster: the char GPT on 2 CPU cores ran 96 ms/step at
     1 step per dispatch, 69-72 at 5 and 63-68 at 10 (per-chunk work and XLA's scheduling amortised).
-    A chunk with padding at an epoch's end runs the slower checked path (train/step.py), so when the number is
-    ours to choose a divisor of the epoch is preferred; otherwise the padding is minimised by spreading the steps
-    evenly over the calls."""
+    The steps are spread evenly over an epoch's calls; the last, shorter chunk runs only its real steps."""
     if requested:
         k = requested
     else:
@@ -296,8 +294,5 @@ def choose_steps_per_call(steps_per_epoch: int, flops_per_step: float, *, eval_e
     if eval_every:
         k = max(d for d in range(1, min(k, eval_every) + 1) if eval_every % d == 0)
         return k
-    divisors = [d for d in range(max(1, k // 2), k + 1) if steps_per_epoch % d == 0]
-    if divisors and not requested:  # --steps-per-dispatch is the user's: only spread, as before
-        return divisors[-1]
     calls = math.ceil(steps_per_epoch / k)
     return math.ceil(steps_per_epoch / calls)

@@ -6,9 +6,9 @@ returns the metric *sums* of those steps as small device arrays that the host re
 A step whose example weights are all zero (padding at the end of an epoch), or whose loss or new state is not finite,
 never reaches the weights, so they always hold the last finite update.
 
-Two paths, one program: the fast chunk runs K steps with no per-step branch and tests once, at the end, that every
-loss and the final state are finite (non-finite values persist in weights and optimizer moments); a chunk with
-padding or a failed test is redone from its starting state by the careful chunk, which checks every step. On
+Two paths, one program: the fast chunk runs the chunk's real steps with no per-step branch and tests once, at the
+end, that every loss and the final state are finite (non-finite values persist in weights and optimizer moments); a
+chunk that fails the test is redone from its starting state by the careful chunk, which checks every step. On
 XLA:CPU a `lax.cond` per step, or a gradient norm per step, cost 30-60 % of a small model's step time.
 """
 
@@ -111,23 +111,31 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
     sum_names = (*names, "count", "grad_norm", "update_ratio", "measured")
     zero_sums = {k: jnp.zeros((), jnp.float32) for k in sum_names}
 
-    def fast_chunk(state, data, idx_k, w_k):
-        """K steps with no per-step branch: the common case (every step real, every loss finite). Returns
-        whether it was; if not, the caller redoes the chunk carefully from the state it started with.
-        The last step runs outside the scan so that its gradient health is measured without a branch or a
-        carried copy of the gradients in every step."""
-        def step(state, iw):
-            x, y = gather(data, iw[0])
-            new, loss, grads, updates, sums = forward_backward(state, constrain(x), constrain(y), constrain(iw[1]))
-            return new, (sums, jnp.isfinite(loss)), (grads, updates)
+    def fast_chunk(state, data, idx_k, w_k, n_real):
+        """The chunk's first `n_real` steps with no per-step branch: the common case (no padding inside the chunk,
+        every loss finite). A loop with a dynamic trip count, so the short chunk at an epoch's end runs only its
+        real steps. Returns whether every loss and the final state are finite; if not, the caller redoes the
+        chunk carefully from the state it started with. The last step runs outside the loop so that its gradient
+        health is measured without a branch or a carried copy of the gradients in every step."""
+        def one(state, i):
+            x, y = gather(data, idx_k[i])
+            return forward_backward(state, constrain(x), constrain(y), constrain(w_k[i]))
 
-        head = jax.tree.map(lambda a: a[:-1], (idx_k, w_k))
-        state, (sums, finite) = jax.lax.scan(lambda s, iw: step(s, iw)[:2], state, head)
+        def record(rows, i, sums):  # per-step rows, summed at the end exactly as the careful chunk sums its own
+            return {k: rows[k].at[i].set(sums[k].astype(jnp.float32)) for k in rows}
+
+        def body(i, carry):
+            state, rows, finite = carry
+            state, loss, _, _, sums = one(state, i)
+            return state, record(rows, i, sums), finite & jnp.isfinite(loss)
+
+        rows = {k: jnp.zeros((steps_per_call,), jnp.float32) for k in (*names, "count")}
+        state, rows, finite = jax.lax.fori_loop(0, n_real - 1, body, (state, rows, jnp.array(True)))
         before = state.params
-        state, (last_sums, last_finite), (grads, updates) = step(state, (idx_k[-1], w_k[-1]))
+        state, loss, grads, updates, sums = one(state, n_real - 1)
         grad_norm, update_ratio = health(grads, updates, before)
-        fine = jnp.all(finite) & last_finite & finite_state(state)  # non-finite values persist: one test suffices
-        sums = {k: jnp.sum(v.astype(jnp.float32)) + last_sums[k] for k, v in sums.items()}
+        fine = finite & jnp.isfinite(loss) & finite_state(state)  # non-finite values persist: one test suffices
+        sums = {k: jnp.sum(v) for k, v in record(rows, n_real - 1, sums).items()}
         sums.update(grad_norm=grad_norm, update_ratio=update_ratio, measured=jnp.float32(1.0))
         return state, sums, fine
 
@@ -167,11 +175,13 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
     def train_chunk(state, data, idx, w, start):
         idx_k = jax.lax.dynamic_slice_in_dim(idx, start, steps_per_call)
         w_k = jax.lax.dynamic_slice_in_dim(w, start, steps_per_call)
-        every_step_real = jnp.all(jnp.sum(w_k, axis=1) > 0) & (state.bad_step < 0)
-        fast_state, fast_sums, fine = jax.lax.cond(
-            every_step_real, fast_chunk, lambda s, *_: (s, zero_sums, jnp.array(False)), state, data, idx_k, w_k)
-        # the rare chunk with padding or a non-finite step is redone from its start, step by step
-        state, sums = jax.lax.cond(fine, lambda *_: (fast_state, fast_sums), careful_chunk, state, data, idx_k, w_k)
+        real = jnp.sum(w_k, axis=1) > 0  # padding (weight 0) only ever ends an epoch or a fit given in steps
+        n_real = jnp.sum(real.astype(jnp.int32))
+        prefix = jnp.all(real == (jnp.arange(steps_per_call) < n_real)) & (n_real > 0) & (state.bad_step < 0)
+        fast_state, fast_sums, fine = fast_chunk(state, data, idx_k, w_k, jnp.maximum(n_real, 1))
+        # the rare chunk with a non-finite step (or padding not at its end) is redone from its start, step by step
+        state, sums = jax.lax.cond(fine & prefix, lambda *_: (fast_state, fast_sums), careful_chunk,
+                                   state, data, idx_k, w_k)
         sums["bad_step"] = state.bad_step
         sums["step"] = state.step
         sums["skipped"] = state.skipped
