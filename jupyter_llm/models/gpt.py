@@ -5,7 +5,8 @@ and output logits tied to the token embedding. Parameter names and initialisatio
 parameter counts and training recipes carry over unchanged.
 
 Dropout (while training) follows nanoGPT on the embeddings and on the attention and MLP outputs; nanoGPT's extra
-dropout on the attention weights is left out, so that attention stays one fused `jax.nn.dot_product_attention`.
+dropout on the attention weights is left out, so that attention stays one call of `jax.nn.dot_product_attention`
+(fused kernels on GPU; on CPU the equivalent 4-D einsums of `models/attention.py`, which XLA:CPU runs faster).
 
 The attention takes an optional key/value cache, so the same weights serve training (full causal forward) and
 fast generation (one token at a time, see `jupyter_llm.models.generate`).
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jupyter_llm.errors import ConfigError
+from jupyter_llm.models.attention import dot_product_attention
 
 
 def _normal(std: float):
@@ -99,7 +101,7 @@ class CausalSelfAttention(nnx.Module):
         # (B, T, 3, heads, head_dim): the (B, T, N, H) layout dot_product_attention wants, no transposes.
         q, k, v = jnp.unstack(self.c_attn(x).reshape(b, t, 3, self.n_head, self.head_dim), axis=2)
         if cache is None:
-            y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=self.causal)
+            y = dot_product_attention(q, k, v, mask, is_causal=self.causal)
         else:
             k_cache, v_cache = cache
             k = k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, pos, 0, 0))
@@ -107,7 +109,7 @@ class CausalSelfAttention(nnx.Module):
             # Token i of x sits at position pos + i; it may see cache slots 0 .. pos + i. Later slots hold stale
             # or zero entries and are masked out.
             visible = jnp.arange(k_cache.shape[1])[None, :] <= pos + jnp.arange(t)[:, None]
-            y = jax.nn.dot_product_attention(q, k, v, mask=visible[None, None])
+            y = dot_product_attention(q, k, v, visible[None, None])
         y = self.c_proj(y.reshape(b, t, c))
         if self.resid_dropout is not None:
             y = self.resid_dropout(y)

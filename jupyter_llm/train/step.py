@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jupyter_llm.train.flat_matmuls import flat_matmuls
 from jupyter_llm.train.state import TrainState
 
 Gather = Callable  # (data, idx[B]) -> (x, y)
@@ -74,20 +75,26 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
             sums[name] = jnp.sum(fn(out, y) * w)
         return sums
 
+    @flat_matmuls
+    def forward(params, rest, x):
+        """The model's training forward pass as a pure function: (outputs, state after the call). The state
+        that is not a parameter (dropout's RNG counts, batch statistics) may change during the call."""
+        model = nnx.merge(graphdef_train, params, rest)
+        out = model(x)
+        return out, nnx.split(model, nnx.Param, ...)[2]
+
     def forward_backward(state: TrainState, x, y, w):
         """One optimizer step, unchecked: (advanced state, loss, grads, updates, metric sums)."""
         wsum = jnp.sum(w)
         compute_params, xc = lowered(state.params, x)
-        model = nnx.merge(graphdef_train, compute_params, state.rest)
 
-        def objective(model):
-            out = as_f32(model(xc))
-            return jnp.sum(train_loss_fn(out, y) * w) / jnp.maximum(wsum, 1.0), out
+        def objective(params):
+            out, rest = forward(params, state.rest, xc)
+            out = as_f32(out)
+            return jnp.sum(train_loss_fn(out, y) * w) / jnp.maximum(wsum, 1.0), (out, rest)
 
-        # nnx's grad (not jax's) so that stateful layers — dropout's RNG counts, batch statistics — may update
-        (loss, out), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+        (loss, (out, rest)), grads = jax.value_and_grad(objective, has_aux=True)(compute_params)
         grads = as_f32(grads)
-        rest = nnx.split(model, nnx.Param, ...)[2]
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)

@@ -1,0 +1,100 @@
+"""The rewrites that make every model faster on CPU compute the same values: 2-D matmuls (`flat_matmuls`) and the
+4-D einsum attention (`models.attention`)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jupyter_llm.models.attention import dot_product_attention
+from jupyter_llm.models.gpt import GPT
+from jupyter_llm.train.flat_matmuls import flat_matmuls
+
+
+def dots(fn, *args):
+    """(lhs rank, has batch dims) of every dot_general in the jaxpr of `fn`, nested calls included."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                (_, _), (lb, _) = eqn.params["dimension_numbers"]
+                found.append((eqn.invars[0].aval.ndim, bool(lb)))
+            for p in eqn.params.values():
+                for j in p if isinstance(p, (tuple, list)) else (p,):
+                    inner = getattr(j, "jaxpr", j)
+                    if hasattr(inner, "eqns"):
+                        walk(inner)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def gpt_loss(forward):
+    def loss(params, rest, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(forward(params, rest, x), y).mean()
+    return loss
+
+
+def test_flat_matmuls_gives_the_same_loss_and_gradients_as_the_model():
+    model = GPT(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=16, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 13, (3, 16)), jnp.int32)
+    y = jnp.roll(x, -1, axis=1)
+
+    def forward(params, rest, x):
+        return nnx.merge(graphdef, params, rest)(x)
+
+    plain = jax.jit(jax.value_and_grad(gpt_loss(forward)))(params, rest, x, y)
+    flat = jax.jit(jax.value_and_grad(gpt_loss(flat_matmuls(forward))))(params, rest, x, y)
+    np.testing.assert_allclose(flat[0], plain[0], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(flat[1]), jax.tree.leaves(plain[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    # the point of the rewrite: no matmul of a stacked (>2-D) operand is left, forward or backward, except
+    # attention's batched einsums
+    grad_fn = jax.grad(gpt_loss(flat_matmuls(forward)))
+    assert all(rank <= 2 or batched for rank, batched in dots(grad_fn, params, rest, x, y))
+    assert any(rank == 3 and not batched for rank, batched in dots(jax.grad(gpt_loss(forward)), params, rest, x, y))
+
+
+def test_flat_matmuls_keeps_pytrees_control_flow_and_custom_derivatives():
+    w = jnp.arange(12.0).reshape(4, 3) / 10
+
+    def fn(inputs, w):
+        x = inputs["x"]
+        h = jax.nn.relu(x @ w)  # custom_jvp inside, left as it is
+        scanned = jax.lax.scan(lambda c, xi: (c + jnp.sum(xi @ w), None), 0.0, x)[0]  # a matmul in a scan body
+        return {"h": h, "e": jnp.einsum("btc,cd->btd", x, w), "s": scanned}, [jnp.tanh(x).sum()]
+
+    inputs = {"x": jnp.linspace(-1, 1, 2 * 5 * 4).reshape(2, 5, 4)}
+    want, got = fn(inputs, w), jax.jit(flat_matmuls(fn))(inputs, w)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    g_want = jax.grad(lambda w: fn(inputs, w)[0]["h"].sum())(w)
+    g_got = jax.grad(lambda w: flat_matmuls(fn)(inputs, w)[0]["h"].sum())(w)
+    np.testing.assert_allclose(g_got, g_want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["causal", "mask", "causal+mask", "fully masked row"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_cpu_attention_equals_jax_dot_product_attention(case, dtype):
+    rng = np.random.default_rng(1)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 7, 3, 8)), dtype) for _ in range(3))
+    keep = jnp.asarray(rng.random((2, 1, 1, 7)) > 0.3)
+    if case == "fully masked row":
+        keep = keep.at[0].set(False)
+    mask = None if case == "causal" else keep
+    causal = case.startswith("causal")
+    want = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+    got = jax.jit(lambda q, k, v: dot_product_attention(q, k, v, mask, is_causal=causal))(q, k, v)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tol, atol=tol)
+    grads = [jax.grad(lambda q: f(q, k, v).astype(jnp.float32).sum())(q) for f in (
+        lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal),
+        lambda q, k, v: dot_product_attention(q, k, v, mask, is_causal=causal))]
+    np.testing.assert_allclose(np.asarray(grads[1], np.float32), np.asarray(grads[0], np.float32),
+                               rtol=tol, atol=tol)
