@@ -1,8 +1,9 @@
 """The compiled steps: the only place `jax.jit` is applied to training code.
 
-`train_chunk(state, data, idx, w, start)` runs K training steps in one dispatch through `lax.scan`: it gathers each
-batch from device-resident data with the epoch's index plan, so there is no host-to-device copy per step, and it
-returns the metric *sums* of those steps as small device arrays that the host reads only at the display cadence.
+`train_chunk(state, data, idx, w, start)` runs up to K training steps in one dispatch, in one compiled loop: it
+gathers each batch from device-resident data with the epoch's index plan, so there is no host-to-device copy per
+step, and it returns the metric *sums* of those steps as small device arrays that the host reads only at the display
+cadence.
 A step whose example weights are all zero (padding at the end of an epoch), or whose loss or new state is not finite,
 never reaches the weights, so they always hold the last finite update.
 
