@@ -165,11 +165,11 @@ def jl_generate_ms(model, n: int) -> float:
     return 1000 * (common.clock() - t0) / n
 
 
-def torch_run(args, warmup: int, iters: int, val_at: int = 0, gen=()) -> dict | None:
+def torch_run(args, warmup: int, iters: int, val_at: int = 0, gen=(), seed: int = gpt_torch.SEED) -> dict | None:
     if not common.have("torch"):
         return None
     cmd = [sys.executable, gpt_torch.__file__, "--warmup", str(warmup), "--iters", str(iters),
-           "--threads", str(args.torch_threads)]
+           "--threads", str(args.torch_threads), "--seed", str(seed)]
     cmd += ["--tiny"] if args.mode == "tiny" else []
     cmd += ["--val-at", str(val_at)] if val_at else []
     cmd += ["--gen", *map(str, gen)] if gen else []

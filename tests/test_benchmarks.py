@@ -60,3 +60,12 @@ def test_modes(bench_path, monkeypatch):
     assert (args.mode, args.repeats) == ("quick", 3)
     assert common.parse_args("x", ["--tiny"]).mode == "tiny"
     assert common.pick(common.parse_args("x", ["--full"]), 1, 2, 3) == 3
+
+
+def test_gpt_seeds_tiny():
+    """The seed study (not part of run.py: it trains 2,000 iterations per seed) runs and prints its row."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "gpt_seeds.py"), "--tiny"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "| GPT char val loss @20, 1 seed: jl.fit vs PyTorch |" in proc.stdout, proc.stdout

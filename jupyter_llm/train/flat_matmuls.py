@@ -23,7 +23,8 @@ _INLINED = ("pjit", "jit", "closed_call", "core_call")  # plain calls: their bod
 
 
 def flat_matmuls(fun: Callable) -> Callable:
-    """`fun` with every eligible matmul of a >2-D left operand done on its 2-D reshape (same values)."""
+    """`fun` with every eligible matmul of a >2-D left operand done on its 2-D reshape: the same products (the
+    last bits may round differently)."""
 
     def rewritten(*args):
         closed, out_shape = jax.make_jaxpr(fun, return_shape=True)(*args)

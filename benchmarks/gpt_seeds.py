@@ -1,0 +1,52 @@
+"""The char GPT's validation loss at 2,000 iterations over several seeds: jl.fit and PyTorch nanoGPT, same recipe.
+
+One run's loss moves by about 0.01 with the seed (initialisation and batch order), as much as the gap between
+nanoGPT's published 1.88 and what either implementation reaches here, so a single figure cannot say whether a
+recipe matches. Each seed trains both from scratch (`gpt.jl_fit`'s recipe and `gpt_torch.py --val-at`) and
+estimates the loss as nanoGPT does (200 random validation batches). Not part of `run.py`: quick mode (3 seeds)
+takes about 15 minutes on 2 cores, full mode (5 seeds) about 25.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import common
+import gpt
+import gpt_torch
+
+
+def main(argv=None):
+    import os
+
+    args = common.parse_args(__doc__.splitlines()[0], argv, extra=lambda p: p.add_argument(
+        "--torch-threads", type=int, default=os.cpu_count(), help="torch.set_num_threads for the reference"))
+    seeds = list(range(common.pick(args, 1, 3, 5)))
+    iters = common.pick(args, 20, 2000, 2000)
+    cfg = gpt_torch.TINY if args.mode == "tiny" else gpt_torch.CONFIG
+    import jupyter_llm as jl
+
+    path = gpt_torch.find_corpus()
+    corpus = jl.datasets.text(path, block_size=cfg["block_size"], val_fraction=0.1)
+    _, val_ids, vocab = gpt_torch.load_corpus(path)
+    ours, theirs = [], []
+    for seed in seeds:
+        common.log(f"gpt_seeds: seed {seed}, jl.fit")
+        model = gpt.jl_gpt(cfg, vocab, seed=seed)
+        jl.fit(model, dataclasses.replace(corpus, validation=None), steps=iters, eval_every=min(250, iters),
+               batch_size=cfg["batch_size"], optimizer=gpt.nanogpt_optimizer(), display="none", seed=seed)
+        ours.append(gpt.val_loss(model, val_ids, cfg, seed=seed))
+        if common.have("torch"):
+            common.log(f"gpt_seeds: seed {seed}, PyTorch")
+            run = gpt.torch_run(args, 0, 1, val_at=iters, seed=seed)
+            theirs.append(run["val_loss"])
+    label = f"{len(seeds)} seed{'s' * (len(seeds) > 1)}"
+    rows = [common.Row(f"GPT char val loss @{iters}, {label}: jl.fit vs PyTorch", "nats", ours, theirs or None,
+                       "PyTorch eager nanoGPT" if theirs else "torch not installed",
+                       note="per seed: init and batch order; 200 random validation batches, as nanoGPT")]
+    common.report(rows, args, "GPT validation loss over seeds")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
