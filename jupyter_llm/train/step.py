@@ -183,12 +183,14 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
     def train_chunk(state, data, idx, w, start):
         idx_k = jax.lax.dynamic_slice_in_dim(idx, start, steps_per_call)
         w_k = jax.lax.dynamic_slice_in_dim(w, start, steps_per_call)
-        real = jnp.sum(w_k, axis=1) > 0  # padding (weight 0) only ever ends an epoch or a fit given in steps
+        real = jnp.sum(w_k, axis=1) > 0  # steps with any example weight
         n_real = jnp.sum(real.astype(jnp.int32))
-        prefix = jnp.all(real == (jnp.arange(steps_per_call) < n_real)) & (n_real > 0) & (state.bad_step < 0)
+        # the fast chunk holds when the real steps come first (padding only ever ends an epoch or a step-limited
+        # fit) and the fit has not stopped; otherwise its result is discarded, as is a non-finite one
+        usable = jnp.all(real == (jnp.arange(steps_per_call) < n_real)) & (n_real > 0) & (state.bad_step < 0)
         fast_state, fast_sums, fine = fast_chunk(state, data, idx_k, w_k, jnp.maximum(n_real, 1))
-        # the rare chunk with a non-finite step (or padding not at its end) is redone from its start, step by step
-        state, sums = jax.lax.cond(fine & prefix, lambda *_: (fast_state, fast_sums), careful_chunk,
+        # the rare chunk that fails is redone from its start, step by step
+        state, sums = jax.lax.cond(fine & usable, lambda *_: (fast_state, fast_sums), careful_chunk,
                                    state, data, idx_k, w_k)
         sums["bad_step"] = state.bad_step
         sums["step"] = state.step
