@@ -90,6 +90,19 @@ def test_flat_matmuls_keeps_pytrees_control_flow_and_custom_derivatives():
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_flat_matmuls_rewrites_matmuls_inside_nested_jit():
+    w = jnp.arange(12.0).reshape(4, 3) / 10
+    x = jnp.linspace(-1, 1, 2 * 5 * 4).reshape(2, 5, 4)
+    inner = jax.jit(lambda x, w: jnp.tanh(x @ w))  # e.g. a user's layer that jits its own call
+
+    def fn(x, w):
+        return inner(x, w) * 2
+
+    assert (3, False) in dots(fn, x, w)  # the stacked matmul is there before the rewrite...
+    assert all(rank <= 2 for rank, _ in dots(flat_matmuls(fn), x, w))  # ...and gone after it
+    np.testing.assert_allclose(jax.jit(flat_matmuls(fn))(x, w), fn(x, w), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("case", ["causal", "mask", "causal+mask", "fully masked row"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_cpu_attention_equals_jax_dot_product_attention(case, dtype):
