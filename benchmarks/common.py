@@ -53,6 +53,14 @@ def pick(args, tiny, quick, full):
     return {"tiny": tiny, "quick": quick, "full": full}[args.mode]
 
 
+def rotated(items, r: int) -> list:
+    """`items` starting at position r (mod len): the order of the variants in repeat r, so that no variant always
+    runs first, or always right after the same other one, on a machine whose speed drifts."""
+    items = list(items)
+    k = r % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
 # -- timing --------------------------------------------------------------------------------------------------------
 def clock() -> float:
     return time.perf_counter()

@@ -205,14 +205,18 @@ def main(argv=None):
         corpus = jl.datasets.text(path, block_size=cfg["block_size"], val_fraction=0.1)
     peak = matmul.peak_gflops(tries=2) * 1e9 if args.mode != "tiny" else matmul.jax_gflops(256, 256, 256) * 1e9
     ms = {"jl.fit": [], "hand JAX": [], "PyTorch": []}
+    t = None
     for r in range(args.repeats):
         common.log(f"gpt: repeat {r + 1}/{args.repeats}")
-        if jax_side:
-            ms["jl.fit"].append(1000 * jl_fit(cfg, corpus, corpus.vocab_size, warmup, iters, chunk)[0])
-            ms["hand JAX"].append(1000 * hand_jax(cfg, train_ids, vocab, warmup, iters)[0])
-        t = torch_run(args, warmup, iters)
-        if t:
-            ms["PyTorch"].append(t["ms_per_iter"])
+        for name in common.rotated(ms, r):
+            if name == "jl.fit" and jax_side:
+                ms[name].append(1000 * jl_fit(cfg, corpus, corpus.vocab_size, warmup, iters, chunk)[0])
+            elif name == "hand JAX" and jax_side:
+                ms[name].append(1000 * hand_jax(cfg, train_ids, vocab, warmup, iters)[0])
+            elif name == "PyTorch":
+                t = torch_run(args, warmup, iters)
+                if t:
+                    ms[name].append(t["ms_per_iter"])
     n_params = jl_gpt(cfg, vocab).num_params() if jax_side else (t or {}).get("params_non_embedding", 0)
     flops = gpt_torch.flops_per_iter(n_params, cfg)
     tokens = cfg["batch_size"] * cfg["block_size"]

@@ -203,7 +203,8 @@ def main(argv=None):
     for bs in common.pick(args, (32,), (32, 256), (32, 256)):
         seconds = {name: [] for name in variants}
         for r in range(args.repeats):
-            for name, fn in variants.items():
+            for name in common.rotated(variants, r):
+                fn = variants[name]
                 common.log(f"mlp: batch {bs}, repeat {r + 1}/{args.repeats}, {name}")
                 seconds[name].append(statistics.mean(fn(x, y, bs, epochs)))
         ours = seconds["jl.fit"]
