@@ -282,8 +282,9 @@ class _Profiler:
 def choose_steps_per_call(steps_per_epoch: int, flops_per_step: float, *, eval_every: int | None,
                           requested: int | None, on_cpu: bool, target_seconds: float = 0.4) -> int:
     """Steps per dispatch: enough to hide dispatch overhead, few enough that the display updates a few times a
-    second. Several steps per dispatch also make each step faster: the char GPT on 2 CPU cores ran 96 ms/step at
-    1 step per dispatch, 69-72 at 5 and 63-68 at 10 (per-chunk work and XLA's scheduling amortised).
+    second. Several steps per dispatch also make each step faster: the char GPT on 2 CPU cores ran 75-79 ms/step
+    at 1 step per dispatch and 46-56 at 5, 10 or 20, with no difference between those three beyond this machine's
+    noise (per-chunk work and the host's syncs amortised; scratch A/B, interleaved, 3 rounds each).
     The steps are spread evenly over an epoch's calls; the last, shorter chunk runs only its real steps."""
     if requested:
         k = requested
