@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jupyter_llm.data import download
+from jupyter_llm.data import aligned, download
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.errors import ChecksumError, ConfigError, DatasetNotFound
 
@@ -131,11 +131,11 @@ def _all_names() -> list[str]:
 def _digits() -> Dataset:
     with np.load(DIGITS_FILE, allow_pickle=False) as f:
         images, labels = f["images"], f["labels"].astype(np.int32)
-    x = (images.astype(np.float32) / 16.0)[..., None]
+    x = aligned.scaled(images, 16.0)[..., None]
     test = stratified_test_indices(labels, DIGITS_TEST_FRACTION, DIGITS_SEED)
-    is_test = np.zeros(len(labels), bool)
-    is_test[test] = True
-    return Dataset(train=(x[~is_test], labels[~is_test]), test=(x[is_test], labels[is_test]), name="digits",
+    train = np.setdiff1d(np.arange(len(labels)), test)
+    return Dataset(train=(aligned.take(x, train), aligned.take(labels, train)),
+                   test=(aligned.take(x, test), aligned.take(labels, test)), name="digits",
                    num_classes=10, class_names=tuple(str(i) for i in range(10)), task="classification",
                    description="8x8 handwritten digits (UCI, as shipped by scikit-learn), grey levels scaled to "
                                "[0, 1]; fixed stratified 80/20 train/test split.",
@@ -176,7 +176,7 @@ def _idx_dataset(name: str, cache_dir) -> Dataset:
         if len(images) != len(labels):
             raise DatasetNotFound(f"The cached {name} files in {str(folder)!r} disagree: {len(images)} {prefix} "
                                   f"images but {len(labels)} labels. Delete that folder to download them again.")
-        splits.append(((images.astype(np.float32) / 255.0)[..., None], labels.astype(np.int32)))
+        splits.append((aligned.scaled(images, 255.0)[..., None], aligned.astype(labels, np.int32)))
     return Dataset(train=splits[0], test=splits[1], name=name, num_classes=len(spec["class_names"]),
                    class_names=spec["class_names"], task="classification", description=spec["description"],
                    meta={"cache": str(folder)})

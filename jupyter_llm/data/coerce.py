@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jupyter_llm.data import aligned
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.errors import ConfigError, DataError, a_or_an
 
@@ -64,12 +65,10 @@ def _as_array(a, what: str) -> np.ndarray:
     if arr.dtype == object or arr.dtype.kind in "USV":
         raise DataError(f"{what} has dtype {arr.dtype}; it must be numeric (float or int). "
                         "Convert it, e.g. with np.asarray(x, dtype=np.float32).")
-    if arr.dtype.kind == "b":
-        arr = arr.astype(np.float32)
-    elif arr.dtype.kind == "f" and arr.dtype != np.float32:
-        arr = arr.astype(np.float32)
+    if arr.dtype.kind == "b" or (arr.dtype.kind == "f" and arr.dtype != np.float32):
+        arr = aligned.astype(arr, np.float32)  # our own copy: aligned, so the CPU device uses it in place
     elif arr.dtype.kind in "iu" and arr.dtype.itemsize > 4:
-        arr = arr.astype(np.int32)
+        arr = aligned.astype(arr, np.int32)
     return arr
 
 
@@ -105,7 +104,8 @@ def _carve_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
                           f"{len(x) - n_val} for training; both need at least one.")
     order = np.random.default_rng(seed).permutation(len(x))
     val, train = order[:n_val], order[n_val:]
-    return ds.replace(train=(x[train], y[train]), validation=(x[val], y[val]))
+    return ds.replace(train=(aligned.take(x, train), aligned.take(y, train)),
+                      validation=(aligned.take(x, val), aligned.take(y, val)))
 
 
 def _check_labels(ds: Dataset) -> None:
