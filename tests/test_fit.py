@@ -139,6 +139,7 @@ def test_nonfinite_loss_stops_and_keeps_last_finite_weights():
     assert run.reason == "nan"
     assert all(np.isfinite(p).all() for p in params_of(model))
     assert "not finite at step" in run._sink.end.message
+    assert "--clip" in run._sink.end.message and "--lr" in run._sink.end.message  # and what to try
 
 
 def test_a_chunk_that_turns_nonfinite_midway_keeps_exactly_the_last_finite_step():

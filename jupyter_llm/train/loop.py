@@ -229,7 +229,9 @@ class Loop:
         if reason == ev.NAN:
             self.step = self.bad_step - 1  # the weights are those after the last finite step
             self.message = (f"loss or weights not finite at step {self.bad_step}; weights kept from step "
-                            f"{self.step}")
+                            f"{self.step}. A lower learning rate (--lr), gradient clipping (--clip 1.0) or a "
+                            f"warm-up (--warmup) usually cures a diverging fit; --skip-nonfinite N skips up to N "
+                            f"bad updates")
         elif reason == ev.EARLY_STOPPED and plan.monitor:
             m = plan.monitor
             self.message = f"no improvement of {m.key} for {m.waited} evaluations (best {m.best:.4g} at epoch " \
