@@ -44,7 +44,7 @@ def child(variant: str, n: int, epochs: int, dtype: str = "float32") -> dict:
     jl.fit  # noqa: B018 - load it now
 
     x, y = mlp.make_data(n)
-    x = x.astype(dtype)  # float64: as pandas and scikit-learn give data
+    x = x.astype(dtype, copy=False)  # float64: as pandas and scikit-learn give data
     jax.devices()  # start the backend before the baseline
     before = rss_mb()
     fn = {"jl.fit": mlp.jl_fit_epochs, "hand jit": mlp.hand_jit_epochs, "hand scan": mlp.hand_scan_epochs}[variant]
