@@ -131,9 +131,9 @@ def hand_jax(cfg, train_ids, vocab, warmup: int, iters: int):
     return seconds, model
 
 
-def jl_fit(cfg, corpus, vocab, warmup: int, iters: int, chunk: int):
+def jl_fit(cfg, corpus, vocab, warmup: int, iters: int, chunk: int, seed: int = gpt_torch.SEED):
     """jl.fit on the corpus: returns (seconds per timed iteration, trained model). The fit's "epochs" are `chunk`
-    steps (eval_every); the first `warmup` steps are left out of the timing."""
+    steps (eval_every); the first `warmup` steps are left out of the timing. `seed`: initialisation and batches."""
     import dataclasses
 
     import jupyter_llm as jl
@@ -146,10 +146,10 @@ def jl_fit(cfg, corpus, vocab, warmup: int, iters: int, chunk: int):
             if isinstance(event, ev.EpochEnd):
                 ends.append((event.step, event.elapsed))
 
-    model = jl_gpt(cfg, vocab)
+    model = jl_gpt(cfg, vocab, seed)
     train_only = dataclasses.replace(corpus, validation=None)  # no evaluation inside the timed fit
     jl.fit(model, train_only, steps=warmup + iters, eval_every=chunk, batch_size=cfg["batch_size"],
-           optimizer=nanogpt_optimizer(), display="none", seed=gpt_torch.SEED, sinks=[Clock()])
+           optimizer=nanogpt_optimizer(), display="none", seed=seed, sinks=[Clock()])
     (s0, t0), (s1, t1) = next(e for e in ends if e[0] >= warmup), ends[-1]
     return ((t1 - t0) / (s1 - s0) if s1 > s0 else float("nan")), model
 

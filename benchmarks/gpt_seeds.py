@@ -9,8 +9,6 @@ takes about 15 minutes on 2 cores, full mode (5 seeds) about 25.
 
 from __future__ import annotations
 
-import dataclasses
-
 import common
 import gpt
 import gpt_torch
@@ -32,9 +30,7 @@ def main(argv=None):
     ours, theirs = [], []
     for seed in seeds:
         common.log(f"gpt_seeds: seed {seed}, jl.fit")
-        model = gpt.jl_gpt(cfg, vocab, seed=seed)
-        jl.fit(model, dataclasses.replace(corpus, validation=None), steps=iters, eval_every=min(250, iters),
-               batch_size=cfg["batch_size"], optimizer=gpt.nanogpt_optimizer(), display="none", seed=seed)
+        model = gpt.jl_fit(cfg, corpus, corpus.vocab_size, 0, iters, min(250, iters), seed=seed)[1]
         ours.append(gpt.val_loss(model, val_ids, cfg, seed=seed))
         if common.have("torch"):
             common.log(f"gpt_seeds: seed {seed}, PyTorch")

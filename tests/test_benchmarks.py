@@ -60,6 +60,9 @@ def test_modes(bench_path, monkeypatch):
     assert (args.mode, args.repeats) == ("quick", 3)
     assert common.parse_args("x", ["--tiny"]).mode == "tiny"
     assert common.pick(common.parse_args("x", ["--full"]), 1, 2, 3) == 3
+    # each repeat starts the variants one further along, so none always runs first
+    assert [common.rotated("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert common.rotated([], 3) == []
 
 
 def test_gpt_seeds_tiny():
