@@ -72,3 +72,15 @@ def test_gpt_seeds_tiny():
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "| GPT char val loss @20, 1 seed: jl.fit vs PyTorch |" in proc.stdout, proc.stdout
+
+
+def test_gpt_parts_tiny():
+    """The step decomposition (not part of run.py) runs every variant and prints one row each against the full
+    step."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "gpt_parts.py"), "--tiny"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for name in ("GELU -> identity", "LayerNorm -> identity", "attention core -> q+k+v", "matmul skeleton (all three)",
+                 "optimizer -> SGD", "forward only"):
+        assert f"| GPT step: {name} |" in proc.stdout and "full step: " in proc.stdout, proc.stdout
