@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 
 from jupyter_llm.train.flat_matmuls import flat_matmuls
+from jupyter_llm.train.shuffle import permutation
 from jupyter_llm.train.state import TrainState
 
 Gather = Callable  # (data, idx[B]) -> (x, y)
@@ -228,7 +229,7 @@ def epoch_plan(key, epoch, *, n: int, batch_size: int, padded_steps: int, step_l
     Weights are 0 for padding past the data and for steps at or beyond `step_limit` (a fit given in steps), so
     every chunk has the same shape and one compiled program serves every epoch.
     """
-    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    perm = permutation(jax.random.fold_in(key, epoch), n)  # no sort: 1 ms for 60,000 examples, not 32
     pos = jnp.arange(padded_steps * batch_size)
     idx = perm[pos % n].reshape(padded_steps, batch_size)
     w = ((pos < n) & (pos // batch_size < step_limit)).astype(jnp.float32).reshape(padded_steps, batch_size)
