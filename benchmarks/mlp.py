@@ -217,8 +217,28 @@ def main(argv=None):
         if "Keras" not in variants:
             rows.append(common.Row(f"MLP b{bs}: jl.fit vs Keras", "s/epoch", ours, None,
                                    "Keras not installed", target=TARGETS[("Keras", bs)]))
+    rows.append(shuffle_row(n, args))
     common.report(rows, args, "MLP 784-128-10 on MNIST-shaped data")
     return rows
+
+
+def shuffle_row(n: int, args) -> common.Row:
+    """The epoch's shuffle alone: jupyter_llm's sortless permutation (train/shuffle.py) against
+    `jax.random.permutation`, which the hand scan uses; ms for one permutation of n indices, best of 5 batches."""
+    import jax
+
+    from jupyter_llm.train.shuffle import permutation
+
+    key = jax.random.key(0)
+    fns = {"ours": jax.jit(lambda k: permutation(k, n)), "jax": jax.jit(lambda k: jax.random.permutation(k, n))}
+    ms = {name: [] for name in fns}
+    for r in range(args.repeats):
+        for name in common.rotated(fns, r):
+            rate = common.best_rate(lambda f=fns[name]: jax.block_until_ready(f(key)), 1.0, min_seconds=0.1)
+            ms[name].append(1000 / rate)
+    return common.Row(f"epoch shuffle ({n:,} indices): jupyter_llm vs jax.random.permutation", "ms", ms["ours"],
+                      ms["jax"], "jax.random.permutation", note="the hand scan's shuffle; ours is a keyed bijection, "
+                      "no sort")
 
 
 if __name__ == "__main__":
