@@ -7,9 +7,10 @@ the MLP benchmark, 6 % of its epoch at batch 32. Here each index is instead encr
 Indices that land at or above n are encrypted again until they fall below it ("cycle walking"), which keeps the map
 a bijection of [0, n). All of it is elementwise integer arithmetic: about a millisecond for 60,000 indices.
 
-Eight half-rounds of a good round function make a pseudo-random permutation in the Luby–Rackoff sense; what a
-training loop needs of it — every example once per epoch, in an order that differs from epoch to epoch and carries
-no trace of the data's own order — is tested in tests/test_shuffle.py.
+A Feistel network is a bijection whatever its round function; eight half-rounds of a well-mixing hash leave no
+structure a training loop could notice (this is a shuffle, not a cipher). What the loop needs of it — every example
+once per epoch, in an order that differs from epoch to epoch and carries no trace of the data's own order — is
+tested in tests/test_shuffle.py.
 """
 
 from __future__ import annotations
