@@ -26,7 +26,7 @@ def main(argv=None):
 
     path = gpt_torch.find_corpus()
     corpus = jl.datasets.text(path, block_size=cfg["block_size"], val_fraction=0.1)
-    _, val_ids, vocab = gpt_torch.load_corpus(path)
+    _, val_ids, _ = gpt_torch.load_corpus(path)
     ours, theirs = [], []
     for seed in seeds:
         common.log(f"gpt_seeds: seed {seed}, jl.fit")
