@@ -38,10 +38,28 @@ def gpt_loss(forward):
     return loss
 
 
-def test_flat_matmuls_gives_the_same_loss_and_gradients_as_the_model():
+def primitives(fn, *args):
+    """Names of every primitive in the jaxpr of `fn`, nested calls included."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            found.append(eqn.primitive.name)
+            for p in eqn.params.values():
+                for j in p if isinstance(p, (tuple, list)) else (p,):
+                    inner = getattr(j, "jaxpr", j)
+                    if hasattr(inner, "eqns"):
+                        walk(inner)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("batch", [3, 16])  # 48 rows: plain 2-D dots; 256 rows: tall weight gradients reoriented
+def test_flat_matmuls_gives_the_same_loss_and_gradients_as_the_model(batch):
     model = GPT(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=16, rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    x = jnp.asarray(np.random.default_rng(0).integers(0, 13, (3, 16)), jnp.int32)
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 13, (batch, 16)), jnp.int32)
     y = jnp.roll(x, -1, axis=1)
 
     def forward(params, rest, x):
@@ -57,6 +75,34 @@ def test_flat_matmuls_gives_the_same_loss_and_gradients_as_the_model():
     grad_fn = jax.grad(gpt_loss(flat_matmuls(forward)))
     assert all(rank <= 2 or batched for rank, batched in dots(grad_fn, params, rest, x, y))
     assert any(rank == 3 and not batched for rank, batched in dots(jax.grad(gpt_loss(forward)), params, rest, x, y))
+    # tall weight gradients, computed wide and transposed at 256 rows: the MLPs' (64, 16) down-projections and
+    # the tied output layer (`attend` multiplies by the (16, 13) transposed embedding)
+    barriers = primitives(grad_fn, params, rest, x, y).count("optimization_barrier")
+    assert barriers == (3 if batch * 16 >= 256 else 0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_reoriented_weight_gradients_equal_the_plain_ones(dtype):
+    """Both weight layouts, (in, out) as in a Linear and (out, in) as in a tied embedding's `attend`, tall and
+    wide, at enough rows to be reoriented: values and gradients as without the rewrite."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((4, 80, 48)), dtype)
+    weights = {"tall": jnp.asarray(rng.standard_normal((48, 16)) / 7, dtype),  # (in, out), in > out
+               "wide": jnp.asarray(rng.standard_normal((48, 96)) / 7, dtype),
+               "tied": jnp.asarray(rng.standard_normal((96, 48)) / 7, dtype)}  # (out, in), contracted on in
+
+    def fn(x, w):
+        h = jnp.tanh(x @ w["wide"]) @ w["tied"]  # (4, 80, 48)
+        return jnp.sum(jnp.tanh(h @ w["tall"]).astype(jnp.float32) ** 2) + jnp.sum(
+            jnp.einsum("btc,vc->btv", x, w["tied"]).astype(jnp.float32) ** 2) / 100
+
+    want = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(x, weights)
+    got = jax.jit(jax.value_and_grad(flat_matmuls(fn), argnums=(0, 1)))(x, weights)
+    assert primitives(jax.grad(flat_matmuls(fn), argnums=1), x, weights).count("optimization_barrier") == 2
+    tol = 1e-5 if dtype == jnp.float32 else 3e-2
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol)
 
 
 def test_flat_matmuls_keeps_pytrees_control_flow_and_custom_derivatives():
