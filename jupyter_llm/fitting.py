@@ -16,7 +16,7 @@ from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig, make_config
 from jupyter_llm.data.coerce import as_dataset
 from jupyter_llm.data.text import TextCorpus
-from jupyter_llm.errors import ModelError
+from jupyter_llm.errors import ConfigError, ModelError
 from jupyter_llm.prepare import PreparedFit
 from jupyter_llm.sinks.history import HistorySink
 from jupyter_llm.train import compile_cache
@@ -44,6 +44,9 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
         from jupyter_llm.datasets import load
 
         data = load(data)
+    if isinstance(data, TextCorpus) and config.val_split:
+        raise ConfigError("--val-split carves a validation split from array data; a text corpus has its validation "
+                          "part already: set it with jl.datasets.text(..., val_fraction=0.1) and drop --val-split.")
     dataset = data if isinstance(data, TextCorpus) else as_dataset(data, val_split=config.val_split, seed=config.seed)
     prepared = PreparedFit(model, dataset, config)
     start = resume_point(config, prepared)  # None, or (state, position, history) — checked before any work

@@ -19,9 +19,9 @@ from jupyter_llm.config import FitConfig
 from jupyter_llm.data.coerce import check_class_labels
 from jupyter_llm.data.sources import ArraySource, WindowSource, block_size_for
 from jupyter_llm.data.text import TextCorpus
-from jupyter_llm.errors import ConfigError, JupyterLLMError, ModelError
+from jupyter_llm.errors import ConfigError, DataError, JupyterLLMError, ModelError
 from jupyter_llm.train import loop as loop_mod
-from jupyter_llm.train.losses import resolve_loss, smoothed
+from jupyter_llm.train.losses import LOSSES, check_labels_fit, resolve_loss, smoothed
 from jupyter_llm.train.monitor import Monitor
 from jupyter_llm.train.optim import make_optimizer, optimizer_key
 from jupyter_llm.train.sharding import data_parallel
@@ -45,6 +45,7 @@ class PreparedFit:
         self.loss_name, self.loss_fn, self.metrics = resolve_loss(config.loss, y, out_shape,
                                                                   getattr(dataset, "task", None))
         self._check_outputs(out_shape)
+        self._check_loss(out_shape, y)
         self.train_loss_fn = self.loss_fn
         if config.label_smoothing:
             if self.loss_name != "cross_entropy":
@@ -106,7 +107,34 @@ class PreparedFit:
         if not hasattr(out, "shape") or not out.shape or out.shape[0] != example.shape[0]:
             raise ModelError(f"{type(self.model).__name__} must return one array with a batch dimension; for "
                              f"input of shape {spec.shape} it returned {out!r}.")
+        if not jnp.issubdtype(out.dtype, jnp.floating):
+            raise ModelError(f"{type(self.model).__name__} returns {out.dtype} outputs; a model must return "
+                             "floating-point values (logits, scores or predictions) for a loss to differentiate.")
+        self.out_dtype = out.dtype
         return tuple(out.shape)
+
+    def _check_loss(self, out_shape: tuple, y: np.ndarray) -> None:
+        """The loss and metrics applied, abstractly, to a batch of the model's outputs and labels."""
+        if self.loss_name in LOSSES and not callable(self.config.loss):
+            check_labels_fit(self.loss_name, out_shape, y, inferred=self.config.loss is None)
+        outs = jax.ShapeDtypeStruct((2, *out_shape[1:]), self.out_dtype)
+        labels = jax.ShapeDtypeStruct((2, *y.shape[1:]), y.dtype)
+        shapes = f"outputs of shape {tuple(out_shape[1:])} and labels of shape {tuple(y.shape[1:])} ({y.dtype}) per example"
+        user = callable(self.config.loss)
+        for name, fn in {"loss": self.loss_fn, **self.metrics}.items():
+            what = f"The loss {self.loss_name!r}" if name == "loss" else f"The metric {name!r}"
+            try:
+                value = jax.eval_shape(fn, outs, labels)
+            except JupyterLLMError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loss cannot take these: say both shapes
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                fix = (" A loss is called as loss(outputs, labels) and returns one value per example or their "
+                       "mean." if user and name == "loss" else "")
+                raise (ConfigError if fix else DataError)(f"{what} cannot be applied to {shapes}: {first}.{fix}") from None
+            if getattr(value, "shape", None) != (2,):
+                raise DataError(f"{what} returned shape {getattr(value, 'shape', type(value).__name__)} for a batch "
+                                f"of 2 with {shapes}; return one value per example or their mean.")
 
     def _check_outputs(self, out_shape: tuple) -> None:
         if self.loss_name != "cross_entropy":

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jupyter_llm.data.coerce import check_split
+from jupyter_llm.data.coerce import as_array, check_class_labels, check_split
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.errors import DataError
 from jupyter_llm.train.state import split_model
@@ -99,16 +99,38 @@ class Run:
         else:
             split = split_or_arrays
         x, y = check_split(split, "evaluation")
+        self._check_like_training(x, y, "evaluation")
         batch = min(self.config.batch_size * 8, len(x))
         idx, w = ordered_plan(len(x), batch)
         data = self._source.placement.put((x, y))
         return _means(jax.device_get(self._steps.eval_split(params, rest, data, idx, w)))
 
+    def _check_like_training(self, x, y, what: str) -> None:
+        """Arrays given to evaluate/predict shaped like the fit's own examples (and, for classes, labels in range):
+        otherwise the compiled step fails deep inside, or the loss comes out NaN."""
+        if not isinstance(self.dataset, Dataset):
+            return  # token windows: any length up to the context is fine, the model says if not
+        example, labels = self._source.example, self._source.labels
+        same = x.ndim == example.ndim if self.tokenizer is not None else x.shape[1:] == example.shape[1:]
+        if not same:  # token ids (a text classifier) may come in another length
+            raise DataError(f"The {what} inputs have shape {x.shape[1:]} per example, but the model was trained on "
+                            f"{example.shape[1:]}; pass inputs shaped like the training data.")
+        if y is None:
+            return
+        if y.shape[1:] != labels.shape[1:] or (y.dtype.kind in "iu") != (labels.dtype.kind in "iu"):
+            raise DataError(f"The {what} labels are {y.dtype} of shape {y.shape[1:]} per example, but the model was "
+                            f"trained on {labels.dtype} labels of shape {labels.shape[1:]}.")
+        if self.loss_name == "cross_entropy":
+            params, rest = self._weights()
+            spec = jax.ShapeDtypeStruct((1, *example.shape[1:]), example.dtype)
+            check_class_labels(y, jax.eval_shape(self._steps.predict, params, rest, spec).shape[-1], what)
+
     def predict(self, x) -> np.ndarray:
         """Model outputs (logits for classifiers) for inputs `x`, computed in batches with the eval-mode model."""
-        x = np.asarray(x)
-        if x.dtype.kind == "f" and x.dtype != np.float32:
-            x = x.astype(np.float32)
+        x = as_array(x, "The inputs to predict")
+        if x.ndim == 0:
+            raise DataError(f"predict takes a batch of inputs with an example dimension; got a scalar {x!r}.")
+        self._check_like_training(x, None, "predict")
         params, rest = self._weights()
         outs = [self._steps.predict(params, rest, jnp.asarray(x[i:i + PREDICT_BATCH]))
                 for i in range(0, len(x), PREDICT_BATCH)]

@@ -28,6 +28,7 @@ MAGIC_CASES = [
     ("model of wrong kind", "--model other", {"other": [1, 2]}, ["'other' is a list, not a flax.nnx.Module"]),
     ("missing data", "--data mydata", {}, ["--data 'mydata' names nothing", "digits"]),
     ("data of wrong kind", "--data other", {"other": 42}, ["Cannot train on an int", "(x, y) tuple"]),
+    ("a bare array as data", "--data other", {"other": X}, ["one array of shape (64, 8, 8, 1)", "as (x, y)"]),
     ("input size mismatch", "--model other", {"other": "small_mlp"}, ["expects 32 input features",
                                                                       "shape (8, 8, 1) = 64", "in_features=64"]),
     ("labels out of range", "--data other", {"other": (X, Y + 5)}, ["labels range over [5, 14]", "10 classes"]),
@@ -45,16 +46,46 @@ MAGIC_CASES = [
     ("val split on data with validation", "--val-split 0.2 --data other",
      {"other": {"train": (X, Y), "validation": (X, Y)}}, ["already has a validation split"]),
     ("bad quotes", "--model 'oops", {}, ["check the quotes"]),
+    # labels that do not fit the loss or the model's outputs: caught before compiling, not deep in the traced step
+    ("float class labels", "--data other", {"other": (X, Y.astype(np.float32))},
+     ["floats of shape (64,)", "defaulted to mean squared error", "outputs 10 values", "y.astype(int)"]),
+    ("labels of shape (N, 1)", "--data other", {"other": (X, Y[:, None])}, ["shape (64, 1)", "y.ravel()"]),
+    ("one-hot labels too wide", "--data other", {"other": (X, np.eye(12, dtype=np.float32)[Y])},
+     ["one-hot (or soft) over 12 classes", "outputs 10 values", "num_classes=12"]),
+    ("mse on class labels", "--loss mse", {}, ["Mean squared error", "(10,)", "--loss cross_entropy"]),
+    ("binary loss on 10 classes", "--loss binary_cross_entropy", {}, ["one output per label", "cross_entropy"]),
+    ("loss of the wrong arity", "--loss lf", {"lf": lambda a: a}, ["The loss", "loss(outputs, labels)"]),
+    ("validation shaped unlike train", "--data other", {"other": {"train": (X, Y), "validation": (X[:, :4], Y)}},
+     ["validation inputs have shape (4, 8, 1)", "train inputs (8, 8, 1)"]),
+    ("float test labels, integer train labels", "--data other",
+     {"other": {"train": (X, Y), "test": (X, Y.astype(np.float32))}}, ["test labels are float32", "int"]),
+    ("complex inputs", "--data other", {"other": (X.astype(np.complex64), Y)}, ["complex64 (complex numbers)"]),
+    ("date inputs", "--data other", {"other": (np.zeros((64, 3), "datetime64[s]"), Y)}, ["datetime64[s] (dates)"]),
+    ("integer model outputs", "--model other", {"other": "argmax_model"}, ["returns int32 outputs", "floating"]),
 ]
+
+
+class ArgmaxModel(nnx.Module):
+    """A model whose outputs are class indices, not scores: nothing to differentiate."""
+
+    def __init__(self):
+        self.inner = mlp()
+
+    def __call__(self, x):
+        return self.inner(x).argmax(-1)
 
 
 def _resolve(ns):
     out = {}
     for k, v in ns.items():
-        if v == "small_mlp":
+        if not isinstance(v, str):
+            pass
+        elif v == "small_mlp":
             v = mlp(in_features=32)
         elif v == "mlp5":
             v = mlp(num_classes=5)
+        elif v == "argmax_model":
+            v = ArgmaxModel()
         elif v == "dataset10":
             v = jl.datasets.Dataset(train=(X, Y), num_classes=10)
         out[k] = v
@@ -112,3 +143,19 @@ def test_fit_data_and_model_errors():
 def test_unknown_fit_option_suggests_the_right_name():
     with pytest.raises(ConfigError, match="Did you mean 'batch_size'"):
         jl.fit(mlp(), (X, Y), batchsize=3)
+
+
+def test_evaluate_and_predict_check_arrays_against_the_fit():
+    """Arrays unlike the training data get one DataError, not a JAX traceback or a silent NaN loss."""
+    run = jl.fit(mlp(), (X, Y), epochs=1, display="none", seed=0)
+    with pytest.raises(DataError, match=r"labels range over \[20, 29\] but the model has 10 classes"):
+        run.evaluate((X, Y + 20))  # was {'accuracy': 0.0, 'loss': nan}
+    with pytest.raises(DataError, match=r"evaluation labels are float32 .* trained on int"):
+        run.evaluate((X, Y.astype(np.float32)))
+    with pytest.raises(DataError, match=r"predict inputs have shape \(4, 8, 1\) per example, but the model was "
+                                        r"trained on \(8, 8, 1\)"):
+        run.predict(X[:, :4])
+    with pytest.raises(DataError, match="dtype <U1"):
+        run.predict(np.array(["a", "b"]))
+    assert run.predict(X[:3]).shape == (3, 10)  # what is right still works
+    assert 0.0 <= run.evaluate((X, Y))["accuracy"] <= 1.0

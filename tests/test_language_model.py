@@ -49,6 +49,10 @@ def test_text_corpus_splits_and_errors(tmp_path):
         jl.datasets.text(empty)
     with pytest.raises(DatasetNotFound, match="does not exist"):
         jl.datasets.text(tmp_path / "missing.txt")
+    with pytest.raises(DatasetNotFound, match="my corpus.txt': it does not exist"):
+        jl.datasets.text(str(tmp_path / "my corpus.txt"))  # a missing path with a space is still a path
+    with pytest.raises(DataError, match="a file path or a string of text, got int"):
+        jl.datasets.text(12345)
     with pytest.raises(DataError, match="not more than block_size"):
         jl.datasets.text("a short text\n", block_size=64)
     binary = tmp_path / "bin.txt"
@@ -104,6 +108,8 @@ def test_block_size_longer_than_the_model_is_rejected():
     corpus = jl.datasets.text(TEXT, block_size=64)
     with pytest.raises(ConfigError, match="longer than the model's context of 32"):
         jl.fit(tiny_gpt(corpus.vocab_size, block=32), corpus, steps=1, block_size=64, display="none")
+    with pytest.raises(ConfigError, match="a text corpus has its validation part already"):
+        jl.fit(tiny_gpt(corpus.vocab_size, block=64), corpus, steps=1, val_split=0.2, display="none")
     small_vocab = tiny_gpt(10)
     with pytest.raises(jl.JupyterLLMError, match="vocabulary of"):
         jl.fit(small_vocab, corpus, steps=1, display="none")
@@ -123,6 +129,11 @@ def test_train_and_generate_magics(ipython, capsys):
     assert printed.startswith("ROMEO:") and len(printed.strip()) >= 40
     bad = ipython.run_cell("%generate --run lm naïve ✓")
     assert "not in the model's vocabulary" in str(bad.error_in_exec)
+    assert capsys.readouterr().out == ""  # the prompt is not printed before the error
+    typo = ipython.run_cell("%generate --run lm -tokens 5 to be")  # not a prompt that begins '-tokens 5'
+    assert "Did you mean --tokens?" in str(typo.error_in_exec)
+    assert ipython.run_cell("%generate --run lm --tokens 5 -- -to be").success  # after --, all of it is prompt
+    assert capsys.readouterr().out.startswith("-to be")
     missing = ipython.run_cell("%generate --run nothing hello")
     assert "'nothing' is not a Run" in str(missing.error_in_exec)
 

@@ -26,6 +26,7 @@ def as_dataset(data: Any, *, val_split: float = 0.0, seed: int = 0) -> Dataset:
     ds = ds.replace(train=check_split(ds.train, "train"),
                     validation=check_split(ds.validation, "validation"),
                     test=check_split(ds.test, "test"))
+    _check_splits_agree(ds)
     if val_split:
         if ds.validation is not None:
             raise ConfigError("The data already has a validation split, so --val-split has nothing to do: "
@@ -54,17 +55,22 @@ def _coerce(data: Any) -> Dataset:
         return Dataset(train=splits["train"], validation=splits.get("validation"), test=splits.get("test"))
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return Dataset(train=tuple(data))
+    if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
+        raise DataError(f"Cannot train on one array of shape {np.shape(data)}: pass the inputs and their labels "
+                        "together, as (x, y).")
     raise DataError(f"Cannot train on {a_or_an(type(data).__name__)}: data must be {ACCEPTED}.")
 
 
-def _as_array(a, what: str) -> np.ndarray:
+def as_array(a, what: str) -> np.ndarray:
+    """`a` as a numeric array (float32, or int32 for wide integers), or a DataError naming `what`."""
     try:
         arr = np.asarray(a)  # also pulls JAX arrays to the host once, before placement
     except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's data
         raise DataError(f"{what} could not be read as an array ({exc}).") from None
-    if arr.dtype == object or arr.dtype.kind in "USV":
-        raise DataError(f"{what} has dtype {arr.dtype}; it must be numeric (float or int). "
-                        "Convert it, e.g. with np.asarray(x, dtype=np.float32).")
+    if arr.dtype == object or arr.dtype.kind in "USVcmM":
+        kind = {"c": " (complex numbers)", "m": " (time spans)", "M": " (dates)"}.get(arr.dtype.kind, "")
+        raise DataError(f"{what} have dtype {arr.dtype}{kind}; they must be real numeric values (float or int). "
+                        "Convert them, e.g. with np.asarray(x, dtype=np.float32).")
     if arr.dtype.kind == "b" or (arr.dtype.kind == "f" and arr.dtype != np.float32):
         arr = aligned.astype(arr, np.float32)  # our own copy: aligned, so the CPU device uses it in place
     elif arr.dtype.kind in "iu" and arr.dtype.itemsize > 4:
@@ -78,8 +84,8 @@ def check_split(split, name: str):
         return None
     if not isinstance(split, (tuple, list)) or len(split) != 2:
         raise DataError(f"The {name} split must be an (x, y) pair of arrays, got {type(split).__name__}.")
-    x = _as_array(split[0], f"The {name} inputs")
-    y = _as_array(split[1], f"The {name} labels")
+    x = as_array(split[0], f"The {name} inputs")
+    y = as_array(split[1], f"The {name} labels")
     if x.ndim == 0 or y.ndim == 0:
         raise DataError(f"The {name} split needs arrays with an example dimension; got shapes {x.shape} and {y.shape}.")
     if len(x) != len(y):
@@ -94,6 +100,21 @@ def check_split(split, name: str):
                 raise DataError(f"The {name} {what} contain {bad} NaN or infinite values (first in example {first}); "
                                 "clean or impute them before training, e.g. np.nan_to_num(x).")
     return (x, y)
+
+
+def _check_splits_agree(ds: Dataset) -> None:
+    """Validation and test examples and labels shaped like the training ones (one compiled model serves all)."""
+    x, y = ds.train
+    for name, split in (("validation", ds.validation), ("test", ds.test)):
+        if split is None:
+            continue
+        for what, a, b in (("inputs", split[0], x), ("labels", split[1], y)):
+            if a.shape[1:] != b.shape[1:]:
+                raise DataError(f"The {name} {what} have shape {a.shape[1:]} per example but the train {what} "
+                                f"{b.shape[1:]}; every split needs the same per-example shape.")
+        if (split[1].dtype.kind in "iu") != (y.dtype.kind in "iu"):
+            raise DataError(f"The {name} labels are {split[1].dtype} but the train labels {y.dtype}; give every split "
+                            "the same kind of labels (integer classes, or float targets).")
 
 
 def _carve_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:

@@ -62,12 +62,19 @@ def _looks_like_path(source: str) -> bool:
         return False
     if os.path.isfile(os.path.expanduser(source)):
         return True
+    if source.startswith(("/", "~", "./", "../")) or Path(source).suffix.lower() in _TEXT_SUFFIXES:
+        return True  # e.g. 'my corpus.txt': spaces and all, a missing file, not a one-line corpus
     return not any(c.isspace() for c in source) and (Path(source).suffix != "" or os.sep in source)
+
+
+_TEXT_SUFFIXES = {".txt", ".text", ".md", ".csv", ".tsv", ".json", ".jsonl", ".xml", ".html"}
 
 
 def text(source, *, tokenizer="char", block_size: int = 64, val_fraction: float = 0.1, vocab_size: int | None = None,
          name: str | None = None) -> TextCorpus:
     """A TextCorpus from a local file path or a string of text."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataError(f"jl.datasets.text takes a file path or a string of text, got {type(source).__name__}.")
     is_path = isinstance(source, os.PathLike) or _looks_like_path(source)
     body = read_text(source) if is_path else str(source)
     label = name or (Path(str(source)).stem if is_path else "text")

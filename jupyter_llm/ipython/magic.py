@@ -64,6 +64,7 @@ class TrainMagics(Magics):
         """Stream text from a trained language model into the cell output.
 
         %generate [--run run] [--tokens 200] [--temperature 0.8] [--top-k K] [--seed 0] PROMPT
+        (a prompt that starts with "-" goes after "--": %generate --tokens 50 -- -the prompt)
         """
         try:
             opts, prompt = parse_generate_line(line)
@@ -78,9 +79,12 @@ class TrainMagics(Magics):
         import sys
 
         try:
-            sys.stdout.write(prompt)
-            for piece in run.generate_stream(prompt, opts["tokens"], temperature=opts["temperature"],
-                                             top_k=opts["top_k"], seed=opts["seed"]):
+            stream = run.generate_stream(prompt, opts["tokens"], temperature=opts["temperature"],
+                                         top_k=opts["top_k"], seed=opts["seed"])
+            first = next(stream, "")  # a bad prompt or option fails here, before anything is printed
+            sys.stdout.write(prompt + first)
+            sys.stdout.flush()
+            for piece in stream:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             sys.stdout.write("\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import shlex
 from dataclasses import dataclass, field
 
@@ -67,15 +68,25 @@ GENERATE_OPTIONS = (
 
 
 def parse_generate_line(line: str) -> tuple[dict, str]:
-    """`%generate [options] PROMPT...` -> (options, prompt). Quote a prompt that starts with '--'."""
+    """`%generate [options] PROMPT...` -> (options, prompt). After `--` everything is prompt, even '-' words."""
     try:
         argv = shlex.split(line, comments=False)
     except ValueError as exc:
         raise ConfigError(f"Cannot read the options ({exc}); check the quotes in {line!r}.") from None
+    tail = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:len(argv) - len(tail) - (1 if "--" in argv else 0)]
     parser = build_parser("%generate", GENERATE_OPTIONS)
     parsed, rest = parser.parse_known_args(argv)
-    unknown = [a for a in rest if a.startswith("--")]
-    if unknown:
-        raise ConfigError(f"unrecognized arguments: {' '.join(unknown)}. See %generate? for the options.")
+    flags = [o.flag for o in GENERATE_OPTIONS]
+    for arg in rest:  # a mistyped option would otherwise become part of the prompt
+        word = arg.split("=", 1)[0]
+        if word.startswith("--") or (word.startswith("-") and "--" + word.lstrip("-") in flags):
+            close = difflib.get_close_matches("--" + word.lstrip("-"), flags, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"{arg!r} looks like an option of %generate but is not one.{hint} See %generate? "
+                              "for the options; a prompt that starts with '-' goes after --, as in "
+                              "%generate --tokens 50 -- -the prompt.")
     opts = vars(parsed)
-    return {o.name: opts.get(o.name, o.default) for o in GENERATE_OPTIONS}, " ".join(rest)
+    if rest and "--" in line.split():  # a '--' inside the prompt's words is text, not the separator
+        rest = [*rest, "--"]
+    return {o.name: opts.get(o.name, o.default) for o in GENERATE_OPTIONS}, " ".join(rest + tail)

@@ -6,13 +6,14 @@ exact. Outputs with extra dimensions (a language model's (B, T, V) logits) are a
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jupyter_llm.errors import ConfigError
+from jupyter_llm.errors import ConfigError, DataError
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -79,8 +80,7 @@ def infer_loss_name(y, output_shape, task: str | None) -> str:
     if jnp.issubdtype(y.dtype, jnp.integer):
         return "binary_cross_entropy" if output_shape[-1] == 1 else "cross_entropy"
     if tuple(y.shape[1:]) == tuple(output_shape[1:]) and y.ndim >= 2 and output_shape[-1] > 1:
-        rows = y.reshape(-1, y.shape[-1])
-        if bool(((rows >= 0) & (rows <= 1)).all()) and bool(abs(rows.sum(-1) - 1).max() < 1e-3):
+        if _looks_like_distributions(y):
             return "cross_entropy"  # one-hot or soft labels
     return "mse"
 
@@ -119,3 +119,49 @@ def _wrap_user_loss(fn: LossFn) -> LossFn:
 
     per_example.__name__ = getattr(fn, "__name__", "loss")
     return per_example
+
+
+def _looks_like_distributions(y) -> bool:
+    rows = y.reshape(-1, y.shape[-1])
+    return bool(((rows >= 0) & (rows <= 1)).all()) and bool(abs(rows.sum(-1) - 1).max() < 1e-3)
+
+
+def check_labels_fit(loss_name: str, out_shape: tuple, y, inferred: bool) -> None:
+    """The labels' shape and dtype against the loss and the model's outputs, before anything is compiled: a
+    mismatch otherwise surfaces as a broadcasting error deep inside the traced step."""
+    per_out, per_y = tuple(out_shape[1:]), tuple(y.shape[1:])
+    n_out, n_y = math.prod(per_out), math.prod(per_y)
+    integer = jnp.issubdtype(y.dtype, jnp.integer)
+    if loss_name == "cross_entropy":
+        if integer and per_y == per_out[:-1]:
+            return
+        if not integer and per_y == per_out:
+            return
+        if integer and per_y == (*per_out[:-1], 1):
+            raise DataError(f"The labels have shape {tuple(y.shape)}; cross-entropy takes integer class labels "
+                            f"with one entry per example, shape {(y.shape[0], *per_out[:-1])}: pass y.ravel().")
+        if integer:
+            raise DataError(f"The model outputs scores of shape {per_out} per example, so integer class labels "
+                            f"must have shape {per_out[:-1] or '()'} per example; they have {per_y}.")
+        raise DataError(f"Cross-entropy takes integer class labels, or one-hot / soft labels of the outputs' shape "
+                        f"{per_out} per example; the labels are {y.dtype} of shape {per_y} per example. For class "
+                        "labels pass y.astype(int).")
+    if n_y == n_out:
+        return  # mse and binary cross-entropy compare element by element (labels reshaped to the outputs)
+    if loss_name == "mse":
+        if inferred and not integer and n_out > 1 and n_y == 1:
+            raise DataError(f"The labels are floats of shape {tuple(y.shape)}, so the loss defaulted to mean squared "
+                            f"error, but the model outputs {n_out} values per example. For classification pass "
+                            "integer class labels (y.astype(int)); for regression build the model with one output.")
+        if inferred and not integer and n_out > 1 and len(per_y) == 1 and _looks_like_distributions(y):
+            raise DataError(f"The labels look one-hot (or soft) over {n_y} classes, but the model outputs {n_out} "
+                            f"values per example; build it with num_classes={n_y}.")
+        hint = (" For integer class labels use --loss cross_entropy (the default for them)."
+                if integer and n_y == 1 else "")
+        raise DataError(f"Mean squared error compares outputs and targets of the same size: the model outputs "
+                        f"{per_out} per example, the targets are {per_y}. Build the model with {n_y} output(s) or "
+                        f"reshape the targets.{hint}")
+    if loss_name == "binary_cross_entropy":
+        hint = " For class labels 0..k-1 use --loss cross_entropy with a k-output model." if integer else ""
+        raise DataError(f"Binary cross-entropy needs one output per label: the model outputs {per_out} per example, "
+                        f"the labels are {per_y}.{hint}")
