@@ -7,6 +7,7 @@ The fit options are the fields of `FitConfig`; the magic adds the names of the o
 from __future__ import annotations
 
 import argparse
+import difflib
 from dataclasses import MISSING, dataclass
 from typing import Any
 
@@ -61,7 +62,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises ConfigError instead of printing usage and exiting the kernel."""
 
     def error(self, message):
-        raise ConfigError(f"{message}. See %%train? for the options.")
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            flags = [s for action in self._actions for s in action.option_strings]
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches("--" + word.lstrip("-").split("=")[0], flags, n=1)
+                if word.startswith("-") and close:
+                    hint = f" Did you mean {close[0]}?"
+                    break
+        raise ConfigError(f"{message}.{hint} See {self.prog}? for the options.")
 
     def exit(self, status=0, message=None):  # --help inside a magic line
         raise ConfigError(self.format_help())
@@ -88,7 +97,7 @@ def _typed(opt: Option):
     def convert(text: str):
         if opt.type is str:
             return text
-        if text.lower() in ("none", "auto"):
+        if text.lower() in ("none", "auto", "off") and opt.default is None:  # options that may be left unset
             return None
         try:
             value = float(text)

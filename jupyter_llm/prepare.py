@@ -100,7 +100,8 @@ class PreparedFit:
         except JupyterLLMError:
             raise
         except Exception as exc:  # noqa: BLE001 - the model cannot take this input: say both shapes
-            first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first_line = (str(exc).strip().splitlines()[0][:300].rstrip(".") if str(exc).strip()
+                          else type(exc).__name__)
             raise ModelError(f"{type(self.model).__name__} cannot be applied to the data: examples of shape "
                              f"{tuple(example.shape[1:])} (dtype {example.dtype}) gave: {first_line}. Check the "
                              "model's input size against the data's example shape.") from None
@@ -128,7 +129,7 @@ class PreparedFit:
             except JupyterLLMError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loss cannot take these: say both shapes
-                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                first = str(exc).strip().splitlines()[0][:300].rstrip(".") if str(exc).strip() else type(exc).__name__
                 fix = (" A loss is called as loss(outputs, labels) and returns one value per example or their "
                        "mean." if user and name == "loss" else "")
                 raise (ConfigError if fix else DataError)(f"{what} cannot be applied to {shapes}: {first}.{fix}") from None

@@ -46,6 +46,10 @@ MAGIC_CASES = [
     ("val split on data with validation", "--val-split 0.2 --data other",
      {"other": {"train": (X, Y), "validation": (X, Y)}}, ["already has a validation split"]),
     ("bad quotes", "--model 'oops", {}, ["check the quotes"]),
+    ("misspelt option", "--batchsize 8", {}, ["unrecognized arguments: --batchsize 8", "Did you mean --batch-size?"]),
+    ("steps and epochs", "--steps 3 --epochs 2", {}, ["Give --steps or --epochs, not both"]),
+    ("save-every without a checkpoint", "--save-every 2", {}, ["give --checkpoint DIR as well"]),
+    ("a keyword as --out", "--out class", {}, ["--out must be a Python name (not a keyword), got 'class'"]),
     # labels that do not fit the loss or the model's outputs: caught before compiling, not deep in the traced step
     ("float class labels", "--data other", {"other": (X, Y.astype(np.float32))},
      ["floats of shape (64,)", "defaulted to mean squared error", "outputs 10 values", "y.astype(int)"]),

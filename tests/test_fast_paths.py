@@ -13,15 +13,13 @@ from jupyter_llm.models.gpt import GPT
 from jupyter_llm.train.flat_matmuls import flat_matmuls
 
 
-def dots(fn, *args):
-    """(lhs rank, has batch dims) of every dot_general in the jaxpr of `fn`, nested calls included."""
+def equations(fn, *args):
+    """Every equation in the jaxpr of `fn`, nested calls included."""
     found = []
 
     def walk(jaxpr):
         for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                (_, _), (lb, _) = eqn.params["dimension_numbers"]
-                found.append((eqn.invars[0].aval.ndim, bool(lb)))
+            found.append(eqn)
             for p in eqn.params.values():
                 for j in p if isinstance(p, (tuple, list)) else (p,):
                     inner = getattr(j, "jaxpr", j)
@@ -30,29 +28,23 @@ def dots(fn, *args):
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return found
+
+
+def dots(fn, *args):
+    """(lhs rank, has batch dims) of every dot_general in the jaxpr of `fn`, nested calls included."""
+    return [(eqn.invars[0].aval.ndim, bool(eqn.params["dimension_numbers"][1][0]))
+            for eqn in equations(fn, *args) if eqn.primitive.name == "dot_general"]
+
+
+def primitives(fn, *args):
+    """Names of every primitive in the jaxpr of `fn`, nested calls included."""
+    return [eqn.primitive.name for eqn in equations(fn, *args)]
 
 
 def gpt_loss(forward):
     def loss(params, rest, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(forward(params, rest, x), y).mean()
     return loss
-
-
-def primitives(fn, *args):
-    """Names of every primitive in the jaxpr of `fn`, nested calls included."""
-    found = []
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            found.append(eqn.primitive.name)
-            for p in eqn.params.values():
-                for j in p if isinstance(p, (tuple, list)) else (p,):
-                    inner = getattr(j, "jaxpr", j)
-                    if hasattr(inner, "eqns"):
-                        walk(inner)
-
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
 
 
 @pytest.mark.parametrize("batch", [3, 16])  # 48 rows: plain 2-D dots; 256 rows: tall weight gradients reoriented

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import keyword
 import shlex
 from dataclasses import dataclass, field
 
@@ -25,9 +26,15 @@ def parse_train_line(line: str, prog: str = "%%train") -> TrainArgs:
         raise ConfigError(f"Cannot read the options ({exc}); check the quotes in {line!r}.") from None
     parsed = vars(build_parser(prog).parse_args(argv))
     magic = {o.name: parsed.pop(o.name, o.default) for o in MAGIC_OPTIONS}
-    for name in ("model", "data", "out"):
-        if not str(magic[name]).isidentifier() and name != "data":
-            raise ConfigError(f"--{name} must be a Python name, got {magic[name]!r}.")
+    for name in ("model", "out"):
+        if not str(magic[name]).isidentifier() or keyword.iskeyword(str(magic[name])):
+            raise ConfigError(f"--{name} must be a Python name (not a keyword), got {magic[name]!r}.")
+    given = {k for k, v in parsed.items() if v is not None}  # what the user set: fit supplies the defaults
+    if {"steps", "epochs"} <= given:
+        raise ConfigError("Give --steps or --epochs, not both: --steps sets the length of the fit in optimizer "
+                          "steps, --epochs in passes over the data.")
+    if "save_every" in given and "checkpoint" not in given and not isinstance(parsed.get("resume"), str):
+        raise ConfigError("--save-every sets how often checkpoints are written; give --checkpoint DIR as well.")
     return TrainArgs(**magic, fit_options=parsed)
 
 
