@@ -120,7 +120,8 @@ class PreparedFit:
             check_labels_fit(self.loss_name, out_shape, y, inferred=self.config.loss is None)
         outs = jax.ShapeDtypeStruct((2, *out_shape[1:]), self.out_dtype)
         labels = jax.ShapeDtypeStruct((2, *y.shape[1:]), y.dtype)
-        shapes = f"outputs of shape {tuple(out_shape[1:])} and labels of shape {tuple(y.shape[1:])} ({y.dtype}) per example"
+        shapes = (f"outputs of shape {tuple(out_shape[1:])} and labels of shape {tuple(y.shape[1:])} ({y.dtype}) "
+                  "per example")
         user = callable(self.config.loss)
         for name, fn in {"loss": self.loss_fn, **self.metrics}.items():
             what = f"The loss {self.loss_name!r}" if name == "loss" else f"The metric {name!r}"
@@ -132,7 +133,8 @@ class PreparedFit:
                 first = str(exc).strip().splitlines()[0][:300].rstrip(".") if str(exc).strip() else type(exc).__name__
                 fix = (" A loss is called as loss(outputs, labels) and returns one value per example or their "
                        "mean." if user and name == "loss" else "")
-                raise (ConfigError if fix else DataError)(f"{what} cannot be applied to {shapes}: {first}.{fix}") from None
+                error = ConfigError if fix else DataError  # a user loss of the wrong form, or data unlike it
+                raise error(f"{what} cannot be applied to {shapes}: {first}.{fix}") from None
             if getattr(value, "shape", None) != (2,):
                 raise DataError(f"{what} returned shape {getattr(value, 'shape', type(value).__name__)} for a batch "
                                 f"of 2 with {shapes}; return one value per example or their mean.")

@@ -1,6 +1,5 @@
 """Display sinks fed with fabricated event streams: no JAX, no training, no kernel."""
 
-import math
 import subprocess
 import sys
 from unittest import mock
