@@ -7,7 +7,7 @@ contiguous array — differentiates into dots with one contracting dimension, wh
 copy. On the char GPT (2 CPU cores) a training step went from 70 to 52 ms.
 
 On CPU the weight gradient is also computed in the orientation XLA:CPU's matmul runs fastest: `x^T dy` of shape
-(in, out) with in > out (an MLP's down-projection, 512 -> 128) ran at 57-65 GFLOP/s on 2 cores, the same product
+(in, out) with in > out (an MLP's down-projection, 512 -> 128) ran at 57-72 GFLOP/s on 2 cores, the same product
 computed as `(dy^T x)^T`, a wide (out, in) result transposed, at 90-94; XLA folds a plain transpose back into the
 dot, so an optimization barrier keeps it. Char GPT step: 53.5 -> 50.3 ms (interleaved A/B, 6 rounds).
 
