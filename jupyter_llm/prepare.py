@@ -116,13 +116,13 @@ class PreparedFit:
 
     def _check_loss(self, out_shape: tuple, y: np.ndarray) -> None:
         """The loss and metrics applied, abstractly, to a batch of the model's outputs and labels."""
-        if self.loss_name in LOSSES and not callable(self.config.loss):
+        user = callable(self.config.loss)
+        if self.loss_name in LOSSES and not user:
             check_labels_fit(self.loss_name, out_shape, y, inferred=self.config.loss is None)
         outs = jax.ShapeDtypeStruct((2, *out_shape[1:]), self.out_dtype)
         labels = jax.ShapeDtypeStruct((2, *y.shape[1:]), y.dtype)
         shapes = (f"outputs of shape {tuple(out_shape[1:])} and labels of shape {tuple(y.shape[1:])} ({y.dtype}) "
                   "per example")
-        user = callable(self.config.loss)
         for name, fn in {"loss": self.loss_fn, **self.metrics}.items():
             what = f"The loss {self.loss_name!r}" if name == "loss" else f"The metric {name!r}"
             try:

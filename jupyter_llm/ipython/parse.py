@@ -80,8 +80,8 @@ def parse_generate_line(line: str) -> tuple[dict, str]:
         argv = shlex.split(line, comments=False)
     except ValueError as exc:
         raise ConfigError(f"Cannot read the options ({exc}); check the quotes in {line!r}.") from None
-    tail = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:len(argv) - len(tail) - (1 if "--" in argv else 0)]
+    separated = "--" in argv
+    argv, tail = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if separated else (argv, [])
     parser = build_parser("%generate", GENERATE_OPTIONS)
     parsed, rest = parser.parse_known_args(argv)
     flags = [o.flag for o in GENERATE_OPTIONS]
@@ -94,6 +94,6 @@ def parse_generate_line(line: str) -> tuple[dict, str]:
                               "for the options; a prompt that starts with '-' goes after --, as in "
                               "%generate --tokens 50 -- -the prompt.")
     opts = vars(parsed)
-    if rest and "--" in line.split():  # a '--' inside the prompt's words is text, not the separator
+    if rest and separated:  # a '--' after the prompt's first words is text, not the separator
         rest = [*rest, "--"]
     return {o.name: opts.get(o.name, o.default) for o in GENERATE_OPTIONS}, " ".join(rest + tail)
