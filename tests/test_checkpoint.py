@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -160,8 +161,9 @@ def test_damaged_newest_falls_back_to_previous(tmp_path, damage):
             ckpt.save(s, make_state(step=s), {"step": s})
     DAMAGES[damage](str(tmp_path / "2"))
     with Checkpointer(tmp_path) as ckpt:
-        with pytest.warns(CheckpointWarning, match="damaged checkpoint step 2 "):
+        with pytest.warns(CheckpointWarning, match="damaged checkpoint step 2 .*; restored step 1") as caught:
             state, meta, step = ckpt.restore(make_state())
+        assert len(caught) == 1
         assert (step, meta) == (1, {"step": 1})
         assert_bitwise_equal(state, make_state(step=1))
         with pytest.raises(CheckpointError, match="step 2 .* is damaged"):
@@ -175,6 +177,21 @@ def test_damaged_newest_falls_back_to_previous(tmp_path, damage):
             assert ckpt.steps() == [1]  # the file checks of steps() already see this damage
 
 
+def test_several_damaged_steps_give_one_warning(tmp_path):
+    with Checkpointer(tmp_path) as ckpt:
+        for s in (1, 2, 3):
+            ckpt.save(s, make_state(step=s), {"step": s})
+    _truncate(str(tmp_path / "3"))
+    os.remove(tmp_path / "2" / "commit_success.txt")
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.warns(CheckpointWarning) as caught:
+            state, meta, step = ckpt.restore(make_state())
+    assert step == 1 and len(caught) == 1
+    text = str(caught[0].message)
+    assert "damaged checkpoint steps 3, 2 in" in text and "step 2: commit_success.txt is missing" in text
+    assert text.endswith("restored step 1.")
+
+
 def test_no_intact_checkpoint_is_a_clear_error(tmp_path):
     with Checkpointer(tmp_path) as ckpt:
         with pytest.raises(CheckpointError, match=f"No checkpoint in {tmp_path}"):
@@ -184,11 +201,14 @@ def test_no_intact_checkpoint_is_a_clear_error(tmp_path):
         ckpt.wait()
         _truncate(str(tmp_path / "2"))
         os.remove(tmp_path / "1" / "commit_success.txt")
-        with pytest.warns(CheckpointWarning), pytest.raises(CheckpointError) as err:
-            ckpt.restore(make_state())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no step is usable: the one error says it all, no warnings before it
+            with pytest.raises(CheckpointError) as err:
+                ckpt.restore(make_state())
         message = str(err.value)
         assert str(tmp_path) in message and "step 2: its arrays cannot be read: ValueError: OUT_OF_RANGE" in message
         assert "step 1: commit_success.txt is missing" in message and "\n" not in message
+        assert message.endswith("Start the fit without --resume, or resume from another directory.")
         with pytest.raises(CheckpointError, match="no checkpoint for step 9"):
             ckpt.restore(make_state(), step=9)
     assert issubclass(CheckpointError, JupyterLLMError)

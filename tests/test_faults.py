@@ -36,7 +36,7 @@ from flax import nnx
 
 import jupyter_llm as jl
 from jupyter_llm.errors import ConfigError, JupyterLLMError
-from jupyter_llm.train.checkpoint import CheckpointError
+from jupyter_llm.train.checkpoint import CheckpointError, CheckpointWarning
 from tests.helpers import InterruptAt, mlp, params_of
 
 CHILD = Path(__file__).parent / "fault_scripts" / "fit_child.py"
@@ -741,6 +741,11 @@ BAD = [
      ["its model or optimizer differs", "Resume with the same model and optimizer"]),
     ("resume a Run with another optimizer", lambda b: dict(resume=b["run"], optimizer="sgd"), None, None,
      ConfigError, ["its model or optimizer differs", "Resume with the same model and optimizer"]),
+    ("resume a dir past this fit's end", lambda b: dict(resume=str(b["used"]), steps=2), None, None, ConfigError,
+     ["Cannot resume from the checkpoint in", "it has already trained", "more than the 2 this fit asks for",
+      "pass --steps N with N above"]),
+    ("resume a Run past this fit's end", lambda b: dict(resume=b["run"], steps=1), None, None, ConfigError,
+     ["Cannot resume from the earlier run", "more than the 1 this fit asks for"]),
     ("resume dir with another batch size", lambda b: dict(resume=str(b["used"]), batch_size=16), None, None,
      ConfigError, ["--batch-size 32, this fit asks for 16", "Use --batch-size 32 to continue it"]),
     ("resume dir with another seed", lambda b: dict(resume=str(b["used"]), seed=3), None, None, ConfigError,
@@ -799,7 +804,7 @@ def test_bad_input_fails_with_one_clear_line_and_loses_nothing(bad, name, option
     used_before = sorted(os.listdir(bad["used"]))
     earlier_before = params_of(bad["run"].model)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the damaged steps are also reported as warnings
+        warnings.simplefilter("error", CheckpointWarning)  # the one error says it all: no warnings before it
         with pytest.raises(JupyterLLMError) as caught:
             jl.fit(model, data, epochs=1, display="none", **options(bad))
     err = caught.value

@@ -59,6 +59,51 @@ def test_cell_body_error_does_not_train(ipython):
     assert all(np.array_equal(a, b) for a, b in zip(weights, params_of(ipython.user_ns["model"])))
 
 
+MISSING_TEXT = 'data = jl.datasets.text("/no/such/corpus file.txt")'
+
+
+def _shown(ipython, source):
+    """What the cell prints, tracebacks included (the test shell writes them to stdout)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        result = ipython.run_cell(source)
+    return result, out.getvalue()
+
+
+def test_library_error_in_a_cell_shows_the_users_lines_not_the_librarys(ipython):
+    import jupyter_llm
+
+    library = jupyter_llm.__path__[0]
+    result, shown = _shown(ipython, "x = 1\n" + MISSING_TEXT)
+    assert type(result.error_in_exec).__name__ == "DatasetNotFound"
+    assert "----> 2 " + MISSING_TEXT in shown  # the user's own line, marked
+    assert "DatasetNotFound: Cannot read the text file '/no/such/corpus file.txt'" in shown
+    assert library not in shown and len(shown.strip().splitlines()) <= 8
+    # the exception keeps every frame for %debug, and %xmode Verbose shows them all again
+    assert library in result.error_in_exec.__traceback__.tb_next.tb_next.tb_frame.f_code.co_filename
+    ipython.run_line_magic("xmode", "Verbose")
+    try:
+        _, verbose = _shown(ipython, MISSING_TEXT)
+    finally:
+        ipython.run_line_magic("xmode", "Context")
+    assert library in verbose
+
+
+def test_library_error_in_the_cell_body_is_short_too(ipython):
+    result, shown = _shown(ipython, "%%train --epochs 1 --display none\n" + BODY + MISSING_TEXT)
+    assert "training did not start" in str(result.error_in_exec)
+    assert "DatasetNotFound: Cannot read the text file" in shown and "----> 3 " + MISSING_TEXT in shown, shown
+    assert len(shown.strip().splitlines()) <= 12, shown
+
+
+def test_other_errors_keep_their_full_traceback(ipython):
+    _, shown = _shown(ipython, "def f():\n    raise ValueError('boom')\nf()")
+    assert "----> 2     raise ValueError('boom')" in shown  # an error in the user's code is not shortened
+
+
 def test_help_lists_every_option_with_default(ipython):
     doc = ipython.find_cell_magic("train").__doc__
     for opt in all_options():

@@ -15,7 +15,8 @@ into a different model is one clear line instead of an Orbax traceback.
 
 A step counts as intact when its directory has Orbax's commit marker, a readable `_CHECKPOINT_METADATA`, both items
 and readable JSON (`steps()` checks these files); `restore` also reads every array, so a truncated or deleted data
-file shows up there. `restore()` without a step warns about each damaged step and falls back to the newest intact one.
+file shows up there. `restore()` without a step falls back to the newest intact step, with one warning that names
+the damaged ones.
 """
 
 from __future__ import annotations
@@ -296,16 +297,22 @@ class Checkpointer:
             for s in candidates:
                 try:
                     state, meta = self._restore_step(s, names, likes, treedef)
-                    return state, meta, s
                 except _Damaged as damaged:
-                    reason = str(damaged)
-                quiet.failed = True
-                if step is not None:
-                    raise CheckpointError(f"Checkpoint step {s} in {self.directory} is damaged: {reason}")
-                problems.append(f"step {s}: {reason}")
-                warnings.warn(f"Skipping damaged checkpoint step {s} in {self.directory}: {reason}",
-                              CheckpointWarning, stacklevel=2)
-        raise CheckpointError(f"No intact checkpoint in {self.directory}: " + "; ".join(problems))
+                    quiet.failed = True
+                    if step is not None:
+                        raise CheckpointError(f"Checkpoint step {s} in {self.directory} is damaged: "
+                                              f"{damaged}") from None
+                    problems.append(f"step {s}: {damaged}")
+                    continue
+                if problems:  # one warning, and only when an older step is used: otherwise the error says it all
+                    bad = [c for c in candidates if c > s]
+                    steps = f"step {bad[0]}" if len(bad) == 1 else "steps " + ", ".join(map(str, bad))
+                    why = problems[0].split(": ", 1)[1] if len(bad) == 1 else "; ".join(problems)
+                    warnings.warn(f"Skipping damaged checkpoint {steps} in {self.directory} ({why}); restored step "
+                                  f"{s}.", CheckpointWarning, stacklevel=2)
+                return state, meta, s
+        raise CheckpointError(f"No intact checkpoint in {self.directory}: " + "; ".join(problems)
+                              + ". Start the fit without --resume, or resume from another directory.")
 
     def _restore_step(self, s: int, names, likes, treedef):
         ocp = _ocp()

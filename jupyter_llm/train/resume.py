@@ -83,6 +83,7 @@ def resume_point(config, prepared):
         _check_settings(source.config.to_dict(), config, "the earlier run")
         _check_same_structure(like, source.state, "the earlier run")
         position = _check_chunking(Position.from_dict(source.position.to_dict()), prepared, "the earlier run")
+        _check_not_past_end(position, prepared, "the earlier run")
         state = prepared.placement.put(fresh_copy(source.state))  # the earlier Run stays usable
         return state, position, (source.history, source.log)
     directory = config.checkpoint if source is True else source
@@ -100,7 +101,21 @@ def resume_point(config, prepared):
         state, meta, _ = checkpointer.restore(like)
     _check_settings(meta.get("config", {}), config, f"the checkpoint in {directory}")
     position = _check_chunking(Position.from_dict(meta["position"]), prepared, f"the checkpoint in {directory}")
+    _check_not_past_end(position, prepared, f"the checkpoint in {directory}")
     return state, position, (meta.get("history", {}), meta.get("log", []))
+
+
+def _check_not_past_end(position: Position, prepared, what: str) -> Position:
+    """A fit cannot run backwards: resuming past this fit's last step would train nothing and say "completed"."""
+    if position.step > prepared.steps_total:
+        per_epoch = prepared.source.steps_per_epoch
+        done = (f"{position.step} steps" if prepared.config.steps else
+                f"{position.step} steps ({position.step / per_epoch:g} epochs)")
+        more = ("--steps N with N above " + str(position.step) if prepared.config.steps else
+                f"--epochs N with N above {position.step / per_epoch:g}")
+        raise ConfigError(f"Cannot resume from {what}: it has already trained {done}, more than the "
+                          f"{prepared.steps_total} this fit asks for in all. To train it further, pass {more}.")
+    return position
 
 
 def _check_chunking(position: Position, prepared, what: str) -> Position:
