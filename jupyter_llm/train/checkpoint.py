@@ -72,6 +72,10 @@ def _short(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _each_step(problems: list[tuple[int, str]]) -> str:
+    return "; ".join(f"step {step}: {reason}" for step, reason in problems)
+
+
 def _segment(key) -> str:
     for attr in ("name", "key", "idx"):  # GetAttrKey, DictKey / FlattenedIndexKey, SequenceKey
         if hasattr(key, attr):
@@ -302,17 +306,16 @@ class Checkpointer:
                     if step is not None:
                         raise CheckpointError(f"Checkpoint step {s} in {self.directory} is damaged: "
                                               f"{damaged}") from None
-                    problems.append(f"step {s}: {damaged}")
+                    problems.append((s, str(damaged)))
                     continue
                 if problems:  # one warning, and only when an older step is used: otherwise the error says it all
-                    bad = [c for c in candidates if c > s]
-                    steps = f"step {bad[0]}" if len(bad) == 1 else "steps " + ", ".join(map(str, bad))
-                    why = problems[0].split(": ", 1)[1] if len(bad) == 1 else "; ".join(problems)
-                    warnings.warn(f"Skipping damaged checkpoint {steps} in {self.directory} ({why}); restored step "
-                                  f"{s}.", CheckpointWarning, stacklevel=2)
+                    steps = ", ".join(str(bad) for bad, _ in problems)
+                    why = problems[0][1] if len(problems) == 1 else _each_step(problems)
+                    warnings.warn(f"Skipping damaged checkpoint step{'s' * (len(problems) > 1)} {steps} in "
+                                  f"{self.directory} ({why}); restored step {s}.", CheckpointWarning, stacklevel=2)
                 return state, meta, s
-        raise CheckpointError(f"No intact checkpoint in {self.directory}: " + "; ".join(problems)
-                              + ". Start the fit without --resume, or resume from another directory.")
+        raise CheckpointError(f"No intact checkpoint in {self.directory}: {_each_step(problems)}. Start the fit "
+                              "without --resume, or resume from another directory.")
 
     def _restore_step(self, s: int, names, likes, treedef):
         ocp = _ocp()

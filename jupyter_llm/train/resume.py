@@ -105,7 +105,7 @@ def resume_point(config, prepared):
     return state, position, (meta.get("history", {}), meta.get("log", []))
 
 
-def _check_not_past_end(position: Position, prepared, what: str) -> Position:
+def _check_not_past_end(position: Position, prepared, what: str) -> None:
     """A fit cannot run backwards: resuming past this fit's last step would train nothing and say "completed"."""
     if position.step > prepared.steps_total:
         per_epoch = prepared.source.steps_per_epoch
@@ -115,7 +115,6 @@ def _check_not_past_end(position: Position, prepared, what: str) -> Position:
                 f"--epochs N with N above {position.step / per_epoch:g}")
         raise ConfigError(f"Cannot resume from {what}: it has already trained {done}, more than the "
                           f"{prepared.steps_total} this fit asks for in all. To train it further, pass {more}.")
-    return position
 
 
 def _check_chunking(position: Position, prepared, what: str) -> Position:
