@@ -50,6 +50,9 @@ MAGIC_CASES = [
     ("steps and epochs", "--steps 3 --epochs 2", {}, ["Give --steps or --epochs, not both"]),
     ("save-every without a checkpoint", "--save-every 2", {}, ["give --checkpoint DIR as well"]),
     ("a keyword as --out", "--out class", {}, ["--out must be a Python name (not a keyword), got 'class'"]),
+    ("--out over the model", "--out model", {}, ["--out 'model' is also the --model", "e.g. --out run"]),
+    ("--out over the data", "--out ds --data ds", {"ds": (X, Y)}, ["--out 'ds' is also the --data"]),
+    ("--out over a module", "--out jl", {}, ["--out 'jl' would replace the module jl (jupyter_llm)"]),
     # labels that do not fit the loss or the model's outputs: caught before compiling, not deep in the traced step
     ("float class labels", "--data other", {"other": (X, Y.astype(np.float32))},
      ["floats of shape (64,)", "defaulted to mean squared error", "outputs 10 values", "y.astype(int)"]),

@@ -113,6 +113,7 @@ class TrainMagics(Magics):
                                  f"({', '.join(available())}). Define it, e.g. {args.data} = "
                                  "jl.datasets.load('digits') or (x, y), or pass --data NAME.")
             data = args.data
+        self._check_out(args)
         options = dict(args.fit_options)
         if options.get("resume") is True and not options.get("checkpoint"):
             from jupyter_llm.run import Run
@@ -127,6 +128,21 @@ class TrainMagics(Magics):
             if isinstance(value, str) and value in ns and not isinstance(ns[value], str):
                 options[name] = ns[value]
         return model, data, options
+
+    def _check_out(self, args) -> None:
+        """Refuse an --out that would overwrite what the next cell needs: the model, the data, or a module."""
+        import types
+
+        out = args.out
+        for option, name in (("model", args.model), ("data", args.data)):
+            if out == name:
+                raise UsageError(f"--out {out!r} is also the --{option}: the result would replace the {option} in "
+                                 "the notebook. Bind it to another name, e.g. --out run (run.model is the trained "
+                                 "model).")
+        value = self.shell.user_ns.get(out)
+        if isinstance(value, types.ModuleType):
+            raise UsageError(f"--out {out!r} would replace the module {out} ({value.__name__}) in the notebook. "
+                             "Bind the result to another name, e.g. --out run.")
 
 
 TrainMagics.train.__doc__ = ("Train a Flax NNX model in one cell (the same as jupyter_llm.fit).\n\n"

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jupyter_llm.errors import ConfigError, JupyterLLMError, a_or_an
+from jupyter_llm.train.interrupt import interrupts_held
 
 FORMAT = 1
 _STATE, _INFO = "state", "info"
@@ -162,7 +163,8 @@ class Checkpointer:
         ocp = _ocp()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=self.asynchronous,
                                                create=False, cleanup_tmp_directories=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        with interrupts_held():  # Orbax starts threads here too
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     # -- directory ------------------------------------------------------------------------------------------------
     def _prepare_directory(self) -> None:
@@ -213,8 +215,9 @@ class Checkpointer:
             newer = sorted({s for s in [*self._manager.all_steps(), *self._all_step_dirs()] if s >= step})
             if newer:  # Orbax would silently skip a step <= its latest one
                 self._replace(newer, step)
-            saved = self._manager.save(step, force=True, args=ocp.args.Composite(
-                **{_STATE: ocp.args.StandardSave(tree), _INFO: ocp.args.JsonSave(info)}))
+            with interrupts_held():  # see interrupts_held: an interrupt inside Orbax's save can hang the process
+                saved = self._manager.save(step, force=True, args=ocp.args.Composite(
+                    **{_STATE: ocp.args.StandardSave(tree), _INFO: ocp.args.JsonSave(info)}))
         except CheckpointError:
             raise
         except Exception as exc:
@@ -385,7 +388,8 @@ class Checkpointer:
         try:
             self.wait()
         finally:
-            self._manager.close()
+            with interrupts_held():  # nothing is pending after wait(): this only shuts Orbax's threads down
+                self._manager.close()
 
     def __enter__(self):
         return self

@@ -19,10 +19,14 @@ class StopFlag:
         return self.requested
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 @contextlib.contextmanager
 def stop_on_interrupt():
     flag = StopFlag()
-    if threading.current_thread() is not threading.main_thread():
+    if not _in_main_thread():
         yield flag
         return
 
@@ -36,3 +40,33 @@ def stop_on_interrupt():
         yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Hold SIGINT for a short call that starts threads (Orbax's save), then deliver it to the handler in place.
+
+    A KeyboardInterrupt raised halfway through Orbax's `CheckpointManager.save` leaves a half-made thread that the
+    interpreter waits for at exit, forever: the process hangs instead of stopping. Held here, the interrupt arrives a
+    moment later, when the call has returned, and does what it would have done (a first one asks the fit to stop, a
+    second raises). Outside the main thread nothing is changed.
+    """
+    if not _in_main_thread():
+        yield
+        return
+    frames = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: frames.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if frames:
+            _deliver(previous, frames[0])
+
+
+def _deliver(handler, frame) -> None:
+    if callable(handler):
+        handler(signal.SIGINT, frame)  # ours, IPython's or Python's default one (which raises KeyboardInterrupt)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signal.SIGINT)
+    # SIG_IGN, or a handler not set from Python (None): the interrupt was not wanted here either
