@@ -219,7 +219,7 @@ class PreparedFit:
     def loop_plan(self, save=None) -> loop_mod.LoopPlan:
         plan_fn, src = self.compiled["plan"], self.source
         return loop_mod.LoopPlan(
-            train_chunk=self.compiled["train"], evaluate=self.evaluate,
+            train_chunk=self.compiled["train"], redo_chunk=self.steps.redo_chunk, evaluate=self.evaluate,
             plan_epoch=lambda epoch, limit: plan_fn(self.data_key, epoch, limit), train_data=src.device["train"],
             steps_per_epoch=src.steps_per_epoch, steps_per_call=self.k, calls_per_epoch=self.calls_per_epoch,
             epochs=self.epochs, steps_total=self.steps_total, units_per_step=src.units_per_step,

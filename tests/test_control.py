@@ -121,6 +121,44 @@ def test_skip_nonfinite_skips_bad_batches_and_goes_on():
     assert stopped.reason == "nan"
 
 
+def test_a_held_chunk_and_the_chunks_dispatched_after_it_are_redone(monkeypatch):
+    """With two steps per dispatch and no read until the epoch's end, the chunk holding a non-finite batch is
+    noticed while the next chunks are already dispatched: it is redone step by step and they are dispatched again.
+    The fit equals one whose chunks are whole epochs (nothing in flight behind the bad chunk)."""
+    from jupyter_llm.prepare import PreparedFit
+
+    calls = {"train": 0, "redo": 0}
+    original = PreparedFit.loop_plan
+
+    def counted(prepared, save=None):
+        plan = original(prepared, save=save)
+        for name, attr in (("train", "train_chunk"), ("redo", "redo_chunk")):
+            def wrapped(*args, _fn=getattr(plan, attr), _name=name):
+                calls[_name] += 1
+                return _fn(*args)
+            setattr(plan, attr, wrapped)
+        return plan
+
+    monkeypatch.setattr(PreparedFit, "loop_plan", counted)
+    x = X.copy()
+    x[5] = 1e30  # one example makes its batch's update non-finite, once an epoch
+    opts = dict(epochs=3, batch_size=32, skip_nonfinite=10, report_every=1e9, display="none")
+    runs = {}
+    for k in (2, 16):  # 16 steps per epoch
+        calls.update(train=0, redo=0)
+        runs[k] = jl.fit(model(), (x, Y), steps_per_dispatch=k, **opts)
+        runs[k].calls = dict(calls)
+    assert runs[2].calls["redo"] == runs[16].calls["redo"] == 3  # one per bad batch
+    assert runs[16].calls["train"] == 3  # one chunk per epoch: nothing to dispatch again
+    assert runs[2].calls["train"] > 3 * 8  # 8 chunks per epoch, and the ones dispatched again
+    for run in runs.values():
+        assert run.reason == "completed" and "skipped 3 non-finite updates" in run._sink.end.message
+        assert run.step == 48 and all(np.isfinite(p).all() for p in params_of(run.model))
+    for a, b in zip(params_of(runs[2].model), params_of(runs[16].model)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(runs[2].history["loss"], runs[16].history["loss"], rtol=1e-6)
+
+
 def test_gradient_health_metrics_are_reported():
     rec = Recorder()
     jl.fit(model(), DATA, epochs=2, clip=0.5, report_every=0.0, display="none", sinks=[rec])

@@ -2,7 +2,9 @@
 
 Host work per dispatch is one compiled call; metrics stay on the device as small arrays until the reporting cadence
 (`report_every` seconds of wall time, and every epoch end), where they are read in one transfer. At most
-`MAX_IN_FLIGHT` dispatches run ahead of the host, so a stop request is honoured within a chunk or two.
+`MAX_IN_FLIGHT` dispatches run ahead of the host, so a stop request is honoured within a chunk or two. A chunk the
+compiled path could not take whole (a non-finite step inside) is found when the host waits for it, and redone step by
+step (`redo_chunk`), together with the chunks dispatched after it, which left the state alone (train/step.py).
 The loop can start mid-fit (`Position`), which is how resuming gives the same history as an uninterrupted fit.
 """
 
@@ -23,7 +25,7 @@ from jupyter_llm.train.monitor import PLATEAU_FACTOR, Monitor
 from jupyter_llm.train.state import TrainState
 
 MAX_IN_FLIGHT = 2
-_NOT_SUMMED = ("bad_step", "step", "skipped")
+_NOT_SUMMED = ("bad_step", "step", "skipped", "held")
 _PER_STEP = ("grad_norm", "update_ratio")  # averaged over the sampled steps, not examples
 
 
@@ -53,6 +55,7 @@ class LoopPlan:
     """Everything the loop needs, prepared and compiled by `fit` (no JAX tracing happens in the loop)."""
 
     train_chunk: Callable  # compiled (state, data, idx, w, start) -> (state, sums)
+    redo_chunk: Callable  # (state, data, idx, w, start) -> (state, sums): a held chunk, step by step
     evaluate: Callable  # (state, split_name) -> dict of means
     plan_epoch: Callable  # (epoch, step_limit) -> (idx, w) on device
     train_data: Any
@@ -91,6 +94,7 @@ class Loop:
         self.skipped = 0
         self.lr_scale = 1.0
         self.best = None  # (params, rest) at the monitor's best evaluation, with keep_best
+        self._in_flight: collections.deque = collections.deque()  # (sums, chunk arguments) not yet waited for
         self.reason = ev.FAILED
         self.message = ""
         if plan.monitor is not None and self.start.monitor:
@@ -99,6 +103,7 @@ class Loop:
     # -- reading device metrics (the only host syncs) -------------------------------------------------------
     def _read(self, pending: list) -> dict[str, float]:
         """Sum pending chunk metrics on the host in float64. This is a device-to-host sync point."""
+        self._settle(pending, keep=0)
         if not pending:
             return {}
         host = jax.device_get(pending)
@@ -106,6 +111,25 @@ class Loop:
         self.bad_step = max(self.bad_step, max(int(s["bad_step"]) for s in host))
         self.skipped = max(self.skipped, max(int(s["skipped"]) for s in host))
         return {k: float(np.sum([s[k] for s in host], dtype=np.float64)) for k in host[0] if k not in _NOT_SUMMED}
+
+    def _settle(self, pending: list, keep: int) -> None:
+        """Wait for the oldest dispatched chunks until `keep` are left in flight. A chunk that came back held is
+        redone step by step from the state it left, then the chunks dispatched after it, which left that state
+        alone, are dispatched again (and checked in their turn); their metric sums replace the discarded ones."""
+        plan, in_flight = self.plan, self._in_flight
+        while len(in_flight) > keep:
+            sums, args = in_flight[0]
+            if not bool(sums["held"]):  # a device-to-host sync on this chunk (its flag is one scalar)
+                in_flight.popleft()
+                continue
+            redo = list(in_flight)
+            in_flight.clear()
+            for n, (old, args) in enumerate(redo):
+                chunk = plan.redo_chunk if n == 0 else plan.train_chunk
+                self.state, new = chunk(self.state, plan.train_data, *args)
+                pending[next(i for i, s in enumerate(pending) if s is old)] = new
+                if n:
+                    in_flight.append((new, args))
 
     @staticmethod
     def _means(total: dict[str, float]) -> dict[str, float]:
@@ -127,7 +151,7 @@ class Loop:
         window: dict[str, float] = collections.defaultdict(float)  # since the last Progress
         epoch_sums: dict[str, float] = collections.defaultdict(float, pos.epoch_sums)
         pending: list = []
-        in_flight: collections.deque = collections.deque()
+        in_flight = self._in_flight  # (sums, chunk arguments) of the dispatches not yet waited for
         reason = ev.COMPLETED
         steps_done_here = 0
 
@@ -169,9 +193,8 @@ class Loop:
                     break
                 self.state, sums = plan.train_chunk(self.state, plan.train_data, idx, w, first)
                 pending.append(sums)
-                in_flight.append(sums["step"])
-                if len(in_flight) > MAX_IN_FLIGHT:
-                    in_flight.popleft().block_until_ready()  # bound how far the host runs ahead
+                in_flight.append((sums, (idx, w, first)))
+                self._settle(pending, keep=MAX_IN_FLIGHT)  # bound how far the host runs ahead
                 before = self.step
                 self.step = epoch * plan.steps_per_epoch + min(first + plan.steps_per_call, limit)
                 steps_done_here += self.step - before

@@ -7,10 +7,13 @@ cadence.
 A step whose example weights are all zero (padding at the end of an epoch), or whose loss or new state is not finite,
 never reaches the weights, so they always hold the last finite update.
 
-Two paths, one program: the fast chunk runs the chunk's real steps with no per-step branch and tests once, at the
-end, that every loss and the final state are finite (non-finite values persist in weights and optimizer moments); a
-chunk that fails the test is redone from its starting state by the careful chunk, which checks every step. On
-XLA:CPU a `lax.cond` per step, or a gradient norm per step, cost 30-60 % of a small model's step time.
+Two paths, two programs: the fast chunk runs the chunk's real steps with no per-step branch and tests once, at the
+end, that every loss and the final state are finite (non-finite values persist in weights and optimizer moments). On
+XLA:CPU a `lax.cond` per step, or a gradient norm per step, cost 30-60 % of a small model's step time. A chunk that
+fails the test leaves the state where it started, marked `HELD`, and the host redoes it with `redo_chunk`, which
+checks every step. That path is its own program, compiled only when a fit first needs it: inside the train chunk's
+program it was a second copy of the step, which took 75 MB more memory to compile (the MNIST MLP: peak RSS 820 ->
+747 MB) and compile time, in every fit, for a path most fits never take.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from jupyter_llm.train.shuffle import permutation
 from jupyter_llm.train.state import TrainState
 
 Gather = Callable  # (data, idx[B]) -> (x, y)
+HELD = -2  # `bad_step` of a state whose chunk awaits `redo_chunk`: chunks dispatched after it leave it alone
 
 
 def gather_rows(data, idx):
@@ -36,7 +40,8 @@ def gather_rows(data, idx):
 
 
 class StepFns(NamedTuple):
-    train_chunk: Callable  # (state, data, idx[S,B], w[S,B], start) -> (state, sums)
+    train_chunk: Callable  # (state, data, idx[S,B], w[S,B], start) -> (state, sums); sums["held"]: redo it
+    redo_chunk: Callable  # the same chunk step by step, from the state a held chunk left (compiled on first use)
     eval_split: Callable  # (params, rest, data, idx[S,B], w[S,B]) -> sums
     predict: Callable  # (params, rest, x) -> outputs
     metric_names: tuple
@@ -181,22 +186,34 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         state, sums = jax.lax.scan(body, state, (idx_k, w_k, jnp.arange(steps_per_call)))
         return state, {k: jnp.sum(v.astype(jnp.float32)) for k, v in sums.items()}
 
+    def chunk_of(idx, w, start):
+        return (jax.lax.dynamic_slice_in_dim(idx, start, steps_per_call),
+                jax.lax.dynamic_slice_in_dim(w, start, steps_per_call))
+
+    def with_counters(state, sums, held):
+        return state, {**sums, "bad_step": state.bad_step, "step": state.step, "skipped": state.skipped,
+                       "held": held}
+
     def train_chunk(state, data, idx, w, start):
-        idx_k = jax.lax.dynamic_slice_in_dim(idx, start, steps_per_call)
-        w_k = jax.lax.dynamic_slice_in_dim(w, start, steps_per_call)
+        idx_k, w_k = chunk_of(idx, w, start)
         real = jnp.sum(w_k, axis=1) > 0  # steps with any example weight
         n_real = jnp.sum(real.astype(jnp.int32))
-        # the fast chunk holds when the real steps come first (padding only ever ends an epoch or a step-limited
-        # fit) and the fit has not stopped; otherwise its result is discarded, as is a non-finite one
-        usable = jnp.all(real == (jnp.arange(steps_per_call) < n_real)) & (n_real > 0) & (state.bad_step < 0)
+        # nothing to do: padding only, a fit that has stopped, or a state held for an earlier chunk's redo
+        idle = (n_real == 0) | (state.bad_step != -1)
         fast_state, fast_sums, fine = fast_chunk(state, data, idx_k, w_k, jnp.maximum(n_real, 1))
-        # the rare chunk that fails is redone from its start, step by step
-        state, sums = jax.lax.cond(fine & usable, lambda *_: (fast_state, fast_sums), careful_chunk,
-                                   state, data, idx_k, w_k)
-        sums["bad_step"] = state.bad_step
-        sums["step"] = state.step
-        sums["skipped"] = state.skipped
-        return state, sums
+        # the fast chunk holds when every step and the final state are finite and the real steps come first
+        # (padding only ever ends an epoch or a step-limited fit); anything else is redone step by step
+        ok = fine & jnp.all(real == (jnp.arange(steps_per_call) < n_real)) & ~idle
+        held = ~ok & ~idle
+        kept = state._replace(bad_step=jnp.where(held, HELD, state.bad_step).astype(state.bad_step.dtype))
+        state, sums = jax.lax.cond(ok, lambda: (fast_state, fast_sums), lambda: (kept, zero_sums))
+        return with_counters(state, sums, held)
+
+    def redo_chunk(state, data, idx, w, start):
+        """The chunk a held state is waiting for, every step checked."""
+        state = state._replace(bad_step=jnp.full_like(state.bad_step, -1))
+        state, sums = careful_chunk(state, data, *chunk_of(idx, w, start))
+        return with_counters(state, sums, jnp.array(False))
 
     def eval_split(params, rest, data, idx, w):
         model = nnx.merge(graphdef_eval, lowered(params, None)[0], rest)
@@ -217,6 +234,7 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
 
     return StepFns(
         train_chunk=jax.jit(train_chunk, donate_argnums=0, in_shardings=rep, out_shardings=rep),
+        redo_chunk=jax.jit(redo_chunk, donate_argnums=0, in_shardings=rep, out_shardings=rep),
         eval_split=jax.jit(eval_split, in_shardings=rep, out_shardings=rep),
         predict=jax.jit(predict),
         metric_names=names,
