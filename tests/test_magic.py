@@ -99,8 +99,21 @@ def test_library_error_in_a_cell_shows_the_users_lines_not_the_librarys(ipython)
 def test_library_error_in_the_cell_body_is_short_too(ipython):
     result, shown = _shown(ipython, "%%train --epochs 1 --display none\n" + BODY + MISSING_TEXT)
     assert "training did not start" in str(result.error_in_exec)
-    assert "DatasetNotFound: Cannot read the text file" in shown and "----> 3 " + MISSING_TEXT in shown, shown
+    # line 5 of the cell (the magic's line, a blank line, two lines of BODY): numbered as the user sees the cell
+    assert "DatasetNotFound: Cannot read the text file" in shown and "----> 5 " + MISSING_TEXT in shown, shown
     assert len(shown.strip().splitlines()) <= 12, shown
+
+
+def test_a_body_error_names_the_cells_own_line(ipython):
+    result, shown = _shown(ipython, "%%train --epochs 1 --display none\n\nx = 1\nraise ValueError('boom')\n")
+    assert "training did not start" in str(result.error_in_exec)
+    assert "Cell In[" in shown and ", line 4" in shown and "----> 4 raise ValueError('boom')" in shown, shown
+    # a body that starts with another cell magic still runs it
+    result, shown = _shown(ipython, "%%train --epochs 1 --display none\n%%capture captured\nprint('hidden')\n"
+                           "model = jl.models.MLP(in_features=64, hidden=[8], num_classes=10, rngs=nnx.Rngs(0))\n"
+                           "data = jl.datasets.load('digits')")
+    assert result.success, result.error_in_exec
+    assert "hidden" not in shown and "hidden" in ipython.user_ns["captured"].stdout
 
 
 def test_other_errors_keep_their_full_traceback(ipython):

@@ -25,7 +25,7 @@ class TrainMagics(Magics):
         except JupyterLLMError as exc:
             raise UsageError(str(exc)) from None
         if cell and cell.strip():
-            result = self.shell.run_cell(cell, store_history=False)
+            result = self.shell.run_cell(_numbered_as_in_the_cell(line, cell), store_history=False)
             if not result.success:
                 raise UsageError("The cell body raised an error (shown above), so training did not start.")
         model, data, options = self._resolve(args)
@@ -143,6 +143,15 @@ class TrainMagics(Magics):
         if isinstance(value, types.ModuleType):
             raise UsageError(f"--out {out!r} would replace the module {out} ({value.__name__}) in the notebook. "
                              "Bind the result to another name, e.g. --out run.")
+
+
+def _numbered_as_in_the_cell(line: str, body: str) -> str:
+    """The body under its magic line, commented out, so a traceback's "line k" and its context are the cell's own
+    (IPython numbers the body from 1 and drops its leading blank lines). A body that starts with another cell magic
+    is left as it is: that magic must stay on its first line."""
+    if body.lstrip().startswith("%%"):
+        return body
+    return f"# %%train {line}\n{body}"
 
 
 TrainMagics.train.__doc__ = ("Train a Flax NNX model in one cell (the same as jupyter_llm.fit).\n\n"
