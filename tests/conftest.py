@@ -30,6 +30,7 @@ def ipython():
 
     ip = start_ipython() or get_ipython()  # the global test shell is made once per process
     ip.run_line_magic("load_ext", "jupyter_llm")
+    before = set(ip.user_ns)
     yield ip
-    for name in ("model", "data", "run", "x", "y", "other"):
-        ip.user_ns.pop(name, None)
+    for name in ("model", "data", "run", "x", "y", "other", *(set(ip.user_ns) - before)):
+        ip.user_ns.pop(name, None)  # each test starts from the same namespace, whatever ran before it
