@@ -6,6 +6,8 @@ A user mistake becomes one `UsageError` line, and nothing in the namespace chang
 
 from __future__ import annotations
 
+import types
+
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
@@ -131,8 +133,6 @@ class TrainMagics(Magics):
 
     def _check_out(self, args) -> None:
         """Refuse an --out that would overwrite what the next cell needs: the model, the data, or a module."""
-        import types
-
         out = args.out
         for option, name in (("model", args.model), ("data", args.data)):
             if out == name:

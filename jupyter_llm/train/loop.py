@@ -52,7 +52,8 @@ class Position:
 
 @dataclass
 class LoopPlan:
-    """Everything the loop needs, prepared and compiled by `fit` (no JAX tracing happens in the loop)."""
+    """Everything the loop needs, prepared and compiled by `fit` (no JAX tracing happens in the loop, except
+    `redo_chunk`'s the first time a fit has a chunk to redo)."""
 
     train_chunk: Callable  # compiled (state, data, idx, w, start) -> (state, sums)
     redo_chunk: Callable  # (state, data, idx, w, start) -> (state, sums): a held chunk, step by step
