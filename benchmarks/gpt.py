@@ -63,7 +63,9 @@ def nanogpt_optimizer():
         cos = o["min_lr"] + 0.5 * (1.0 + jnp.cos(jnp.pi * ratio)) * (o["learning_rate"] - o["min_lr"])
         return jnp.where(it < o["warmup_iters"], warm, jnp.where(it > o["lr_decay_iters"], o["min_lr"], cos))
 
-    mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    def mask(params):  # weight decay on matrices only, as nanoGPT
+        return jax.tree.map(lambda p: p.ndim >= 2, params)
+
     return optax.chain(optax.clip_by_global_norm(o["grad_clip"]),
                        optax.adamw(schedule, b1=o["beta1"], b2=o["beta2"], eps=1e-8, weight_decay=o["weight_decay"],
                                    mask=mask))

@@ -255,7 +255,8 @@ def test_live_widget_renders_in_jupyterlab(tmp_path):
                 page.evaluate(RUN_ALL_JS)
                 page.wait_for_function(ENDED_JS, arg=f"{WIDGET} {END}", timeout=deadline.ms(150))
                 timings["fit ended"] = time.monotonic() - t0
-                bar_at = page.evaluate("() => window.__jlBarAt === null ? null : window.__jlBarAt - window.__jlRunStart")
+                bar_at = page.evaluate(
+                    "() => window.__jlBarAt === null ? null : window.__jlBarAt - window.__jlRunStart")
                 if bar_at is not None:
                     timings["widget shown"] = timings["page and kernel"] + bar_at / 1000
                 widget = page.locator(WIDGET)

@@ -36,7 +36,10 @@ def _build(hidden, step):
     model = MLP(64, [hidden], 10, dropout=0.1, rngs=nnx.Rngs(0))
     _, params, rest = split_model(model, train=True)
     state = init_state(params, rest, optax.adam(1e-3))
-    shift = lambda a: a + step if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    def shift(a):
+        return a + step if jnp.issubdtype(a.dtype, jnp.floating) else a
+
     rest = jax.tree.map(lambda k: jax.random.fold_in(k, step) if _is_key(k) else k + step.astype(k.dtype), state.rest)
     return state._replace(params=jax.tree.map(shift, state.params), rest=rest,
                           opt_state=jax.tree.map(shift, state.opt_state), step=step)

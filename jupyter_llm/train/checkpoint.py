@@ -297,8 +297,8 @@ class Checkpointer:
         else:
             candidates = on_disk[::-1]
             if not candidates:
-                raise CheckpointError(f"No checkpoint in {self.directory}: it has no step folders (a fit writes them with "
-                                      "--checkpoint DIR). Check the path, or start the fit without --resume.")
+                raise CheckpointError(f"No checkpoint in {self.directory}: it has no step folders (a fit writes them "
+                                      "with --checkpoint DIR). Check the path, or start the fit without --resume.")
         problems = []
         with _QuietAbandonedReads() as quiet:
             for s in candidates:
