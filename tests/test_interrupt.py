@@ -78,3 +78,12 @@ def test_an_interrupt_during_orbaxs_save_waits_for_the_save_to_start(tmp_path, p
         restored, meta, step = ckpt.restore(like=state)
     assert step == 1 and meta == {"epoch": 1}
     np.testing.assert_array_equal(np.asarray(restored["w"]), state["w"])
+
+
+def test_a_handler_set_outside_python_is_left_alone(python_default_handler, monkeypatch):
+    """`getsignal` gives None for a handler installed outside Python, which `signal.signal` could not put back: then
+    nothing is held (and nothing replaced)."""
+    real_getsignal = signal.getsignal
+    monkeypatch.setattr(signal, "getsignal", lambda signum: None)
+    with interrupts_held():
+        assert real_getsignal(signal.SIGINT) is signal.default_int_handler

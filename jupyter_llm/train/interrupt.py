@@ -51,7 +51,8 @@ def interrupts_held():
     moment later, when the call has returned, and does what it would have done (a first one asks the fit to stop, a
     second raises). Outside the main thread nothing is changed.
     """
-    if not _in_main_thread():
+    # getsignal gives None for a handler set outside Python, which signal.signal could not put back
+    if not _in_main_thread() or signal.getsignal(signal.SIGINT) is None:
         yield
         return
     frames = []
@@ -69,4 +70,4 @@ def _deliver(handler, frame) -> None:
         handler(signal.SIGINT, frame)  # ours, IPython's or Python's default one (which raises KeyboardInterrupt)
     elif handler == signal.SIG_DFL:
         signal.raise_signal(signal.SIGINT)
-    # SIG_IGN, or a handler not set from Python (None): the interrupt was not wanted here either
+    # SIG_IGN: the interrupt was not wanted here either

@@ -119,8 +119,7 @@ class Loop:
         alone, are dispatched again (and checked in their turn); their metric sums replace the discarded ones."""
         plan, in_flight = self.plan, self._in_flight
         while len(in_flight) > keep:
-            sums, args = in_flight[0]
-            if not bool(sums["held"]):  # a device-to-host sync on this chunk (its flag is one scalar)
+            if not bool(in_flight[0][0]["held"]):  # a device-to-host sync on this chunk (its flag is one scalar)
                 in_flight.popleft()
                 continue
             redo = list(in_flight)
@@ -152,7 +151,6 @@ class Loop:
         window: dict[str, float] = collections.defaultdict(float)  # since the last Progress
         epoch_sums: dict[str, float] = collections.defaultdict(float, pos.epoch_sums)
         pending: list = []
-        in_flight = self._in_flight  # (sums, chunk arguments) of the dispatches not yet waited for
         reason = ev.COMPLETED
         steps_done_here = 0
 
@@ -194,7 +192,7 @@ class Loop:
                     break
                 self.state, sums = plan.train_chunk(self.state, plan.train_data, idx, w, first)
                 pending.append(sums)
-                in_flight.append((sums, (idx, w, first)))
+                self._in_flight.append((sums, (idx, w, first)))
                 self._settle(pending, keep=MAX_IN_FLIGHT)  # bound how far the host runs ahead
                 before = self.step
                 self.step = epoch * plan.steps_per_epoch + min(first + plan.steps_per_call, limit)
