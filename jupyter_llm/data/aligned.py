@@ -3,8 +3,8 @@
 XLA:CPU takes a NumPy buffer without copying when it is 64-byte aligned; NumPy's large allocations are only 16-byte
 aligned, so `jax.device_put` copies them. On a CPU the device is host memory: that copy doubles the dataset's
 footprint. The arrays jupyter_llm makes itself (dtype conversions, a carved validation split, the built-in loaders)
-are allocated aligned, so placing them costs no memory. A user's own float32 array is used as given (and copied
-once by `device_put` unless it happens to be aligned).
+are allocated aligned, so placing them costs no memory. A user's own large float32 array is read in place through
+an aligned view of it (`in_place.py`); a small one is copied by `device_put` unless it happens to be aligned.
 """
 
 from __future__ import annotations

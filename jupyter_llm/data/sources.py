@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jupyter_llm.data import in_place
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ConfigError, DataError
@@ -36,7 +37,8 @@ class ArraySource:
         self.example = x[:2]
         self.labels = y
         splits = {"train": dataset.train, "validation": dataset.validation, "test": dataset.test}
-        self.device = {k: placement.put(tuple(v)) for k, v in splits.items() if v is not None}
+        self.device = {k: placement.put(tuple(in_place.place(a, placement) for a in v))
+                       for k, v in splits.items() if v is not None}
         self.eval_plans = {k: placement.put(ordered_plan(len(v[0]), batch_size))
                            for k, v in self.device.items() if k != "train"}
         self.gather = gather_rows

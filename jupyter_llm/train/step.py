@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jupyter_llm.data.in_place import take_rows
 from jupyter_llm.train.flat_matmuls import flat_matmuls
 from jupyter_llm.train.shuffle import permutation
 from jupyter_llm.train.state import TrainState
@@ -34,9 +35,9 @@ HELD = -2  # `bad_step` of a state whose chunk awaits `redo_chunk`: chunks dispa
 
 
 def gather_rows(data, idx):
-    """Batch from in-memory arrays: rows `idx` of x and y."""
+    """Batch from in-memory arrays: rows `idx` of x and y (either may be an `InPlaceRows`)."""
     x, y = data
-    return x[idx], y[idx]
+    return take_rows(x, idx), take_rows(y, idx)
 
 
 class StepFns(NamedTuple):
