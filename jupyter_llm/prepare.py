@@ -20,6 +20,7 @@ from jupyter_llm.data.coerce import check_class_labels
 from jupyter_llm.data.sources import ArraySource, WindowSource, block_size_for
 from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ConfigError, DataError, JupyterLLMError, ModelError
+from jupyter_llm.train import host_memory
 from jupyter_llm.train import loop as loop_mod
 from jupyter_llm.train.losses import LOSSES, check_labels_fit, resolve_loss, smoothed
 from jupyter_llm.train.monitor import Monitor
@@ -196,6 +197,8 @@ class PreparedFit:
         for name, (pidx, pw) in src.eval_plans.items():
             compiled[name] = self.steps.eval_split.lower(self.params, self.rest, src.device[name], pidx, pw).compile()
         flops = _flops_per_step(compiled["train"], self.k)
+        if self.placement.mesh.devices.flat[0].platform == "cpu":
+            host_memory.keep_scratch_mapped(max(_scratch_bytes(c) for c in compiled.values()))
         self.compiled = compiled
         _COMPILED[key] = (self.steps, compiled, flops)
         return ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=flops)
@@ -250,6 +253,14 @@ class PreparedFit:
 def _means(sums: dict) -> dict[str, float]:
     count = float(sums["count"])
     return {k: float(v) / count for k, v in sums.items() if k != "count"}
+
+
+def _scratch_bytes(compiled) -> int:
+    """The temporary buffers one execution of `compiled` allocates (0 where XLA does not say)."""
+    try:
+        return int(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception:  # noqa: BLE001 - an analysis some backends lack
+        return 0
 
 
 def _flops_per_step(compiled, k: int) -> float | None:
