@@ -9,7 +9,7 @@ import jupyter_llm as jl
 from jupyter_llm import events as ev
 from jupyter_llm.data import aligned, builtin, in_place
 from jupyter_llm.data.coerce import as_dataset
-from jupyter_llm.data.sources import ArraySource
+from jupyter_llm.data.sources import ArraySource, WindowSource
 from jupyter_llm.train.sharding import data_parallel
 from tests.helpers import mlp, params_of, same_params
 
@@ -138,3 +138,13 @@ def test_builtin_digits_arrays_are_aligned():
     for split in (ds.train, ds.test):
         for a in split:
             assert pointer(a) % aligned.ALIGN == 0
+
+
+@cpu_only
+def test_a_text_corpus_is_aligned_and_its_tokens_are_read_in_place():
+    corpus = jl.datasets.text("to be or not to be, that is the question. " * 200, block_size=16)
+    source = WindowSource(corpus, 4, 16, data_parallel(4, jax.devices()[:1]), steps_per_epoch=10)
+    for part in ("train", "validation"):
+        host = getattr(corpus, part)
+        assert host.dtype == np.int32 and pointer(host) % aligned.ALIGN == 0, part
+        assert pointer(source.device[part]) == pointer(host), part  # the same memory, not a copy

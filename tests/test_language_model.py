@@ -137,6 +137,14 @@ def test_train_and_generate_magics(ipython, capsys):
     missing = ipython.run_cell("%generate --run nothing hello")
     assert "'nothing' is not a Run" in str(missing.error_in_exec)
 
+    def stopped_midway(prompt, tokens, **kw):  # the stop button pressed while the third piece is decoded
+        yield from ("a", "bc")
+        raise KeyboardInterrupt
+
+    ipython.user_ns["lm"].generate_stream = stopped_midway
+    assert ipython.run_cell("%generate --run lm --tokens 40 to be").success
+    assert capsys.readouterr().out == "to beabc\n[generation stopped]\n"
+
 
 def test_sample_every_shows_generated_text_at_evaluations():
     from jupyter_llm import events as ev

@@ -77,10 +77,10 @@ class WindowSource:
         self.units_per_step = batch_size * block_size
         self.example = np.zeros((2, block_size), np.int32)
         self.labels = np.zeros((1, block_size), np.int32)
-        self.device = {"train": placement.put(jnp.asarray(corpus.train))}
+        self.device = {"train": placement.put(np.asarray(corpus.train, np.int32))}  # not jnp.asarray: it copies
         self.eval_plans = {}
         if corpus.validation is not None:
-            self.device["validation"] = placement.put(jnp.asarray(corpus.validation))
+            self.device["validation"] = placement.put(np.asarray(corpus.validation, np.int32))
             starts = np.arange(0, len(corpus.validation) - block_size, block_size)
             idx, w = ordered_plan(len(starts), batch_size)
             if eval_batches:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from jupyter_llm.data import aligned
 from jupyter_llm.data.tokenizers import make_tokenizer
 from jupyter_llm.errors import ConfigError, DataError, DatasetNotFound
 
@@ -87,7 +88,10 @@ def text(source, *, tokenizer="char", block_size: int = 64, val_fraction: float 
     tok = make_tokenizer(tokenizer, body, vocab_size)
     ids = tok.encode(body)
     n_val = int(len(ids) * val_fraction)
-    train, val = ids[: len(ids) - n_val], (ids[len(ids) - n_val:] if n_val else None)
+    # aligned copies, which the CPU device reads in place (data/aligned.py): no second copy of the corpus
+    train = aligned.astype(ids[: len(ids) - n_val], np.int32)
+    val = aligned.astype(ids[len(ids) - n_val:], np.int32) if n_val else None
+    del ids
     for part, arr in (("training", train), ("validation", val)):
         if arr is not None and len(arr) <= block_size:
             raise DataError(f"The {part} part of {label!r} has {len(arr)} tokens, not more than block_size="

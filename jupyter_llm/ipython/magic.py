@@ -92,6 +92,8 @@ class TrainMagics(Magics):
             sys.stdout.write("\n")
         except JupyterLLMError as exc:
             raise UsageError(str(exc)) from None
+        except KeyboardInterrupt:  # the stop button: keep what was printed, no traceback
+            sys.stdout.write("\n[generation stopped]\n")
 
     def _resolve(self, args):
         ns = self.shell.user_ns
