@@ -82,8 +82,10 @@ def test_an_interrupt_during_orbaxs_save_waits_for_the_save_to_start(tmp_path, p
 
 def test_a_handler_set_outside_python_is_left_alone(python_default_handler, monkeypatch):
     """`getsignal` gives None for a handler installed outside Python, which `signal.signal` could not put back: then
-    nothing is held (and nothing replaced)."""
+    nothing is held or replaced, by the save or by the fit."""
     real_getsignal = signal.getsignal
     monkeypatch.setattr(signal, "getsignal", lambda signum: None)
     with interrupts_held():
         assert real_getsignal(signal.SIGINT) is signal.default_int_handler
+    with stop_on_interrupt() as stop:  # nor is the fit's stop flag installed over it
+        assert real_getsignal(signal.SIGINT) is signal.default_int_handler and not stop()

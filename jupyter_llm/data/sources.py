@@ -77,10 +77,10 @@ class WindowSource:
         self.units_per_step = batch_size * block_size
         self.example = np.zeros((2, block_size), np.int32)
         self.labels = np.zeros((1, block_size), np.int32)
-        self.device = {"train": placement.put(np.asarray(corpus.train, np.int32))}  # not jnp.asarray: it copies
+        self.device = {"train": placement.put(_host_tokens(corpus.train))}
         self.eval_plans = {}
         if corpus.validation is not None:
-            self.device["validation"] = placement.put(np.asarray(corpus.validation, np.int32))
+            self.device["validation"] = placement.put(_host_tokens(corpus.validation))
             starts = np.arange(0, len(corpus.validation) - block_size, block_size)
             idx, w = ordered_plan(len(starts), batch_size)
             if eval_batches:
@@ -110,6 +110,12 @@ class WindowSource:
             metrics["perplexity"] = float(np.exp(min(metrics["loss"], 50.0)))
             metrics["bits_per_token"] = metrics["loss"] / math.log(2)
         return metrics
+
+
+def _host_tokens(tokens):
+    """Token ids as device_put takes them without a copy: a NumPy int32 array (an aligned one is read in place on
+    a CPU; `jnp.asarray` would copy it) or an array already on a device."""
+    return tokens if isinstance(tokens, jax.Array) else np.asarray(tokens, np.int32)
 
 
 def block_size_for(model, corpus: TextCorpus, requested: int | None) -> int:

@@ -1,7 +1,8 @@
 """Stop a fit cleanly on SIGINT (the notebook's stop button, Ctrl-C).
 
 The first interrupt only sets a flag, so the loop stops at the next step boundary with consistent weights; a second
-one raises KeyboardInterrupt as usual, so a user is never stuck. Outside the main thread nothing is installed.
+one raises KeyboardInterrupt as usual, so a user is never stuck. Outside the main thread, or where SIGINT's handler
+was set outside Python, nothing is installed.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ class StopFlag:
         return self.requested
 
 
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+def _left_to_python() -> bool:
+    """Whether SIGINT's handler may be swapped here: only Python's main thread can, and a handler set outside Python
+    (getsignal gives None) could not be put back."""
+    return threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None
 
 
 @contextlib.contextmanager
 def stop_on_interrupt():
     flag = StopFlag()
-    if not _in_main_thread():
+    if not _left_to_python():
         yield flag
         return
 
@@ -51,8 +54,7 @@ def interrupts_held():
     moment later, when the call has returned, and does what it would have done (a first one asks the fit to stop, a
     second raises). Outside the main thread nothing is changed.
     """
-    # getsignal gives None for a handler set outside Python, which signal.signal could not put back
-    if not _in_main_thread() or signal.getsignal(signal.SIGINT) is None:
+    if not _left_to_python():
         yield
         return
     frames = []
