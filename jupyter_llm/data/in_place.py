@@ -1,11 +1,11 @@
 """A user's large array used in place by the CPU device, instead of the copy `jax.device_put` would make.
 
 On a CPU the "device" is host memory, and XLA:CPU aliases a NumPy buffer only when it starts on a 64-byte boundary;
-NumPy's large arrays start 16 bytes past one, so placing them copies the whole dataset (the MNIST-sized MLP: 179 MB
-more peak memory than a loop that slices batches on the host). `place` instead hands the device an aligned view
-that starts a few elements into the array, plus copies of the first and last rows (which that view does not cover
-whole); `take_rows` gathers a batch from the view and patches in those rows. The view's length and the copies'
-shapes depend only on the array's shape, so the same compiled step serves any alignment.
+NumPy's large arrays start 16 bytes past one, so placing them copies the whole dataset (the MNIST-sized MLP: a
+second 179 MB, which a loop that slices batches on the host never holds). `place` instead hands the device an
+aligned view that starts a few elements into the array, plus copies of the first and last rows (which that view
+does not cover whole); `take_rows` gathers a batch from the view and patches in those rows. The view's length and
+the copies' shapes depend only on the array's shape, so the same compiled step serves any alignment.
 
 Like `jax.device_put` of an aligned array, the device then reads the user's buffer: changing the array in place
 later changes what the fit's splits hold (`Run.evaluate("validation")`, for one).

@@ -5,8 +5,8 @@ serves allocations over its mmap threshold (at most 32 MB unless raised) with fr
 them on free, so every dispatch of a compiled chunk faults its scratch in again, page by page. The char GPT's train
 chunk has 56 MB of it: 12,800 minor page faults and about 13 ms per dispatch, 2.5-3 ms per step at 5 steps per
 dispatch, 15-20 % of the step (AMD EPYC, 2 cores). Raising the mmap and trim thresholds above the program's scratch
-size keeps those pages in malloc's heap, where the next dispatch reuses them: no faults, jl.fit at 16.3 against
-20.5 ms per step (interleaved processes, scratch `s9/fit_malloc.py`).
+size keeps those pages in malloc's heap, where the next dispatch reuses them: no faults, jl.fit at 16.2-16.5
+against 19.6-20.2 ms per step (interleaved processes, scratch `s9/fit_malloc.py`).
 
 The thresholds are process-wide: malloc'd blocks up to the new threshold (NumPy arrays included) then come from the
 heap, whose freed space is kept for reuse rather than returned to the kernel at once. Set JUPYTER_LLM_MALLOPT=0 to
