@@ -10,7 +10,9 @@ has the recipe). Three columns, each timed on iterations after a warm-up (so com
 ms/iteration, tokens/s, and model FLOPs utilisation (nanoGPT's estimate_mfu count) against the matmul peak measured
 here. Also generation speed (ms/token, batch 1, one-token prompt): `jupyter_llm.models.generate` with its
 key/value cache against nanoGPT's `generate`, for a length inside the context and one past it. Full mode (or
-`--val-at N`) also trains each for 2,000 (N) iterations and estimates the validation loss over 200 batches.
+`--val-at N`) also trains each for 2,000 (N) iterations and scores it on the validation text two ways: the mean
+loss over every window of 64 tokens in it (the quantity nanoGPT's estimate estimates), and the loss on the 240
+windows that nanoGPT's train.py drew for its own printed estimate (gpt_torch.py runs that loop as it is).
 
 Known difference: nanoGPT's MLP uses the exact (erf) GELU, jupyter_llm's GPT the tanh approximation.
 """
@@ -92,15 +94,47 @@ class Windows:
         return self.ids[ix], self.ids[ix + 1]
 
 
-def val_loss(model, val_ids, cfg, seed: int = 0) -> float:
-    """estimate_loss: the mean loss over 200 random validation batches."""
+def val_losses(model, val_ids, cfg, windows) -> tuple[float, float]:
+    """The mean loss over every window of the validation text, and over the windows starting at `windows`."""
     import jax
     from flax import nnx
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     f = jax.jit(functools.partial(lm_loss, graphdef))
-    batches = Windows(val_ids, cfg["block_size"], cfg["batch_size"], seed)
-    return float(np.mean([f(params, rest, *batches()) for _ in range(gpt_torch.EVAL_ITERS)]))
+    ids, offsets = np.asarray(val_ids, np.int32), np.arange(cfg["block_size"])
+
+    def mean_over(starts, chunk=1024):
+        total = 0.0
+        for s0 in range(0, len(starts), chunk):
+            ix = starts[s0:s0 + chunk, None] + offsets
+            total += float(f(params, rest, ids[ix], ids[ix + 1])) * len(ix)
+        return total / len(starts)
+
+    return mean_over(np.arange(len(ids) - cfg["block_size"])), mean_over(np.asarray(windows))
+
+
+def random_windows(val_ids, cfg, seed: int) -> np.ndarray:
+    """Windows for the estimate when there is no PyTorch run to take them from: 20 batches, as nanoGPT draws."""
+    n = gpt_torch.EVAL_ITERS * cfg["batch_size"]
+    return np.random.default_rng(seed).integers(0, len(val_ids) - cfg["block_size"], n)
+
+
+def val_rows(label: str, ours: dict, theirs: list, ref_name: str, val_at: int, n_windows: int, n_drawn: int) -> list:
+    """Rows for the validation losses: `ours` maps a name to [(every window, nanoGPT's windows)] per seed;
+    `theirs` holds PyTorch's JSON per seed. The drawn-windows row is for the first name only (jl.fit)."""
+    rows = []
+    every = [t["val_loss_all"] for t in theirs] or None
+    drawn = [t["val_loss"] for t in theirs] or None
+    for name, v in ours.items():
+        rows.append(common.Row(f"GPT char val loss @{val_at}{label}, every window: {name} vs PyTorch", "nats",
+                               [a for a, _ in v], every, ref_name,
+                               note=f"mean over all {n_windows:,} validation windows (what an estimate estimates)"))
+    for name, v in list(ours.items())[:1]:
+        rows.append(common.Row(f"GPT char val loss @{val_at}{label}, nanoGPT's 20 batches: {name} vs PyTorch",
+                               "nats", [b for _, b in v], drawn, ref_name,
+                               note="PyTorch: the val loss train.py prints (eval_iters 20, the README's command); "
+                                    f"{name}: its model on the same {n_drawn} windows"))
+    return rows
 
 
 def hand_jax(cfg, train_ids, vocab, warmup: int, iters: int):
@@ -256,19 +290,15 @@ def main(argv=None):
                                    note=f"{how}; {common.num(1000 / ours)} tokens/s; one-token prompt, batch 1"))
     if val_at:
         common.log(f"gpt: {val_at} iterations each for the validation loss")
-        losses = {}
-        if jax_side:
-            losses["jl.fit"] = val_loss(jl_fit(cfg, corpus, corpus.vocab_size, 0, val_at, min(250, val_at))[1],
-                                        corpus.validation, cfg)
-            losses["hand JAX"] = val_loss(hand_jax(cfg, train_ids, vocab, 0, val_at)[1], val_ids, cfg)
         t = torch_run(args, 0, 1, val_at=val_at)
-        if t:
-            losses["PyTorch"] = t["val_loss"]
-        ref = [losses["PyTorch"]] if "PyTorch" in losses else None
-        for name in ("jl.fit", "hand JAX"):
-            if name in losses:
-                rows.append(common.Row(f"GPT char val loss @{val_at}: {name} vs PyTorch", "nats", [losses[name]],
-                                       ref, torch_name, note="200 random validation batches, as nanoGPT"))
+        windows = t["val_windows"] if t else random_windows(val_ids, cfg, gpt_torch.SEED)
+        ours = {}
+        if jax_side:
+            model = jl_fit(cfg, corpus, corpus.vocab_size, 0, val_at, min(250, val_at))[1]
+            ours["jl.fit"] = [val_losses(model, val_ids, cfg, windows)]
+            ours["hand JAX"] = [val_losses(hand_jax(cfg, train_ids, vocab, 0, val_at)[1], val_ids, cfg, windows)]
+        rows += val_rows("", ours, [t] if t else [], torch_name, val_at, len(val_ids) - cfg["block_size"],
+                         len(windows))
     common.report(rows, args, "Character-level GPT (nanoGPT CPU recipe)")
     return rows
 
