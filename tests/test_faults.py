@@ -751,6 +751,11 @@ BAD = [
      ConfigError, ["--batch-size 32, this fit asks for 16", "Use --batch-size 32 to continue it"]),
     ("resume dir with another seed", lambda b: dict(resume=str(b["used"]), seed=3), None, None, ConfigError,
      ["--seed 0, this fit asks for 3", "Use --seed 0 to continue it"]),
+    # accumulation wraps the optimizer state: the setting is named before the arrays are compared
+    ("resume dir with another accumulate", lambda b: dict(resume=str(b["used"]), accumulate=2), None, None,
+     ConfigError, ["--accumulate 1, this fit asks for 2", "Use --accumulate 1 to continue it"]),
+    ("resume a Run with another accumulate", lambda b: dict(resume=b["run"], accumulate=2), None, None, ConfigError,
+     ["--accumulate 1, this fit asks for 2", "Use --accumulate 1 to continue it"]),
     ("used checkpoint dir without resume", lambda b: dict(checkpoint=str(b["used"])), None, None, ConfigError,
      ["already holds checkpoints of another fit", "Add --resume to continue that fit"]),
     ("monitor empty", lambda b: dict(monitor="", early_stop=2), None, None, ConfigError,

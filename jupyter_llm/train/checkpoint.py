@@ -277,11 +277,13 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     # -- restoring ------------------------------------------------------------------------------------------------
-    def restore(self, like, step: int | None = None):
+    def restore(self, like, step: int | None = None, check_meta=None):
         """(state, meta, step) from `step`, or from the newest intact step when `step` is None.
 
         `like` gives the structure, shapes, dtypes and shardings (concrete arrays or `jax.ShapeDtypeStruct`s; a
-        struct without a sharding is put on the first local device)."""
+        struct without a sharding is put on the first local device). `check_meta(meta)` runs before the arrays are
+        compared with `like`, so a caller can refuse with its own reason (a setting that changed the optimizer's
+        structure) instead of a list of mismatched arrays."""
         self.wait()
         path_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
         names = _names(path_leaves)
@@ -303,7 +305,7 @@ class Checkpointer:
         with _QuietAbandonedReads() as quiet:
             for s in candidates:
                 try:
-                    state, meta = self._restore_step(s, names, likes, treedef)
+                    state, meta = self._restore_step(s, names, likes, treedef, check_meta)
                 except _Damaged as damaged:
                     quiet.failed = True
                     if step is not None:
@@ -320,7 +322,7 @@ class Checkpointer:
         raise CheckpointError(f"No intact checkpoint in {self.directory}: {_each_step(problems)}. Start the fit "
                               "without --resume, or resume from another directory.")
 
-    def _restore_step(self, s: int, names, likes, treedef):
+    def _restore_step(self, s: int, names, likes, treedef, check_meta=None):
         ocp = _ocp()
         reason = self._damage(s)
         if reason:
@@ -331,6 +333,8 @@ class Checkpointer:
             meta = info["meta"]
         except Exception as exc:  # noqa: BLE001 - whatever Orbax raises, this step is unreadable
             raise _Damaged(f"its info cannot be read: {_short(exc, 120)}") from None
+        if check_meta is not None:
+            check_meta(meta)
         self._check_fits(s, names, likes, saved)
         targets = []
         for name, leaf in zip(names, likes):

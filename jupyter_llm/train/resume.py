@@ -97,11 +97,12 @@ def resume_point(config, prepared):
     from jupyter_llm.train.checkpoint import Checkpointer
 
     like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=prepared.placement.replicated), like)
-    with Checkpointer(directory, keep=config.keep) as checkpointer:
-        state, meta, _ = checkpointer.restore(like)
-    _check_settings(meta.get("config", {}), config, f"the checkpoint in {directory}")
-    position = _check_chunking(Position.from_dict(meta["position"]), prepared, f"the checkpoint in {directory}")
-    _check_not_past_end(position, prepared, f"the checkpoint in {directory}")
+    what = f"the checkpoint in {directory}"
+    with Checkpointer(directory, keep=config.keep) as checkpointer:  # settings first: --accumulate shapes the state
+        state, meta, _ = checkpointer.restore(like, check_meta=lambda m: _check_settings(m.get("config", {}), config,
+                                                                                          what))
+    position = _check_chunking(Position.from_dict(meta["position"]), prepared, what)
+    _check_not_past_end(position, prepared, what)
     return state, position, (meta.get("history", {}), meta.get("log", []))
 
 
