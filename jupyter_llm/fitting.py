@@ -51,8 +51,17 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     prepared = PreparedFit(model, dataset, config)
     start = resume_point(config, prepared)  # None, or (state, position, history) — checked before any work
     history = HistorySink(*(start[2] if start else ()))
+    if config.logdir is not None:  # refuse a bad --logdir before the checkpoint folder is made
+        from jupyter_llm.sinks.logdir import check_logdir
+
+        check_logdir(config.logdir)
     saver = Saver.for_fit(config, prepared, history)
-    all_sinks = [history, *_display_sinks(config.display), *_logdir_sinks(config), *sinks]
+    try:
+        all_sinks = [history, *_display_sinks(config.display), *_logdir_sinks(config), *sinks]
+    except BaseException:
+        if saver is not None:
+            saver.close()
+        raise
 
     def emit(event):
         for sink in all_sinks:

@@ -393,3 +393,7 @@ def test_fit_with_a_file_as_logdir_fails_before_training(tmp_path, tiny):
     afile.write_text("")
     with pytest.raises(ConfigError, match=str(afile)):
         jl.fit(_model(), tiny, epochs=1, logdir=str(afile), display="none")
+    # nor does a refused --logdir leave the fit's new checkpoint folder behind
+    with pytest.raises(ConfigError, match="cannot be created"):
+        jl.fit(_model(), tiny, epochs=1, logdir=str(afile / "runs"), checkpoint=str(tmp_path / "ck"), display="none")
+    assert not (tmp_path / "ck").exists()

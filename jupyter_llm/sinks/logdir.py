@@ -168,21 +168,37 @@ class LogdirSink:
 # ---------------------------------------------------------------- helpers
 
 
-def _make_dir(logdir) -> str:
+def check_logdir(logdir) -> str:
+    """The absolute path, or the refusals `_make_dir` would give, without creating anything: `fit` runs this before
+    it makes the checkpoint folder, so a refused --logdir leaves nothing behind."""
     given = os.fspath(logdir)
     path = os.path.abspath(os.path.expanduser(given))
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"--logdir {given} is a file, not a directory. Give a directory path (it is created if "
                           "missing).")
+    if os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"--logdir {given} is not writable. Give a directory you can write to.")
+    blocker = None if os.path.exists(path) else _file_above(path)
+    if blocker:
+        raise _cannot_create(given, f"{blocker} is a file")
+    return path
+
+
+def _make_dir(logdir) -> str:
+    given = os.fspath(logdir)
+    path = check_logdir(logdir)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         blocker = _file_above(path)
-        why = f"{blocker} is a file" if blocker else (exc.strerror or str(exc))
-        raise ConfigError(f"--logdir {given} cannot be created ({why}). Give a directory you can write to.") from None
+        raise _cannot_create(given, f"{blocker} is a file" if blocker else (exc.strerror or str(exc))) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"--logdir {given} is not writable. Give a directory you can write to.")
     return path
+
+
+def _cannot_create(given: str, why: str) -> ConfigError:
+    return ConfigError(f"--logdir {given} cannot be created ({why}). Give a directory you can write to.")
 
 
 def _file_above(path: str) -> str | None:
