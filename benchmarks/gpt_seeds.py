@@ -4,8 +4,8 @@ One run's loss moves by about 0.01 with the seed (initialisation and batch order
 nanoGPT's published 1.88 and what either implementation reaches here, so a single figure cannot say whether a
 recipe matches. Each seed trains both from scratch (`gpt.jl_fit`'s recipe and train.py's loop in `gpt_torch.py
 --val-at`) and scores them on every window of the validation text and on the 240 windows of train.py's own printed
-estimate (20 batches, the README's command). Not part of `run.py`: quick mode (3 seeds) takes about 25 minutes on
-2 cores, full mode (5 seeds) about 40.
+estimate (20 batches, the README's command). Not part of `run.py`: full mode (5 seeds) took 35 minutes on 2 cores,
+quick mode (3 seeds) takes about 20.
 """
 
 from __future__ import annotations

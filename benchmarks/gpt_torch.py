@@ -244,9 +244,12 @@ def main(argv=None):
     train_t, val_t = torch.from_numpy(train_ids), torch.from_numpy(val_ids)
     B, T = cfg["batch_size"], cfg["block_size"]
 
-    def get_batch(split):
+    def get_batch(split, windows=None):
+        """train.py's get_batch; the windows it draws are appended to `windows` when given."""
         data = train_t if split == "train" else val_t
         ix = torch.randint(len(data) - T, (B,))
+        if windows is not None:
+            windows += ix.tolist()
         x = torch.stack([data[i:i + T] for i in ix])
         y = torch.stack([data[i + 1:i + 1 + T] for i in ix])
         return x, y
@@ -279,11 +282,7 @@ def main(argv=None):
         for split in ("train", "val"):
             losses = torch.zeros(args.eval_iters)
             for k in range(args.eval_iters):
-                state = torch.get_rng_state()
-                X, Y = get_batch(split)
-                if split == "val":  # the same draw again, to record it
-                    torch.set_rng_state(state)
-                    windows += torch.randint(len(val_t) - T, (B,)).tolist()
+                X, Y = get_batch(split, windows if split == "val" else None)
                 losses[k] = model(X, Y)[1].item()
             out[split] = float(losses.mean())
         model.train()

@@ -75,11 +75,10 @@ def place(a, placement):
     if not _worth_it(a, placement):
         return a
     per_align = ALIGN // a.itemsize
-    flat = a.reshape(-1)
     n, d = a.shape[0], math.prod(a.shape[1:])
     skip = (-a.ctypes.data % ALIGN) // a.itemsize  # elements before the first aligned one
-    k = math.ceil(per_align / d)  # rows at each end that the view may not cover whole
-    view = flat[skip:skip + n * d - per_align]
+    k = _end_rows(a)
+    view = a.reshape(-1)[skip:skip + n * d - per_align]
     return InPlaceRows(view, np.ascontiguousarray(a[:k]), np.ascontiguousarray(a[n - k:]), np.int32(skip), n,
                        a.shape[1:])
 
@@ -91,5 +90,9 @@ def _worth_it(a, placement) -> bool:
         return False
     if a.ctypes.data % ALIGN == 0 or ALIGN % a.itemsize or a.ctypes.data % a.itemsize:
         return False  # aligned: device_put uses it in place already; odd item sizes: no aligned element
-    n, d = a.shape[0], math.prod(a.shape[1:])
-    return d > 0 and n > 2 * math.ceil(ALIGN // a.itemsize / d) and a.size < 2**31 - 1
+    return a.size > 0 and a.shape[0] > 2 * _end_rows(a) and a.size < 2**31 - 1
+
+
+def _end_rows(a) -> int:
+    """Rows at each end that an aligned view a few elements in may not cover whole."""
+    return math.ceil(ALIGN // a.itemsize / math.prod(a.shape[1:]))
