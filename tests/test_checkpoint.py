@@ -2,8 +2,10 @@
 
 import functools
 import glob
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from flax import nnx
 from jupyter_llm.errors import JupyterLLMError
 from jupyter_llm.models.mlp import MLP
 from jupyter_llm.train.checkpoint import Checkpointer, CheckpointError, CheckpointWarning
+from jupyter_llm.train.checkpoint_dir import MARKER
 from jupyter_llm.train.state import TrainState, init_state, split_model
 
 pytestmark = pytest.mark.filterwarnings("error::jupyter_llm.train.checkpoint.CheckpointWarning")
@@ -58,6 +61,11 @@ def assert_bitwise_equal(a, b):
         assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
 
 
+def _listed(directory):
+    """The directory's entries besides the library's marker file."""
+    return sorted(n for n in os.listdir(directory) if n != MARKER)
+
+
 def _data_files(step_dir):
     files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True) if os.path.isfile(f)]
     assert files, f"no array data files under {step_dir}"
@@ -72,7 +80,7 @@ def test_round_trip_keeps_newest_and_is_bitwise(tmp_path):
             ckpt.save(s, state, dict(meta, step=s))
         ckpt.wait()
         assert ckpt.steps() == [2, 3] and ckpt.latest_step() == 3
-        assert sorted(os.listdir(tmp_path / "ck")) == ["2", "3"]
+        assert _listed(tmp_path / "ck") == ["2", "3"]
     # a new Checkpointer (as a new process would) restores into shape-only structs with shardings
     mesh = jax.make_mesh((1,), ("data",))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -109,18 +117,18 @@ def test_save_is_asynchronous(tmp_path):
         started = time.perf_counter()
         ckpt.save(1, big, {})
         returned = time.perf_counter() - started
-        in_flight = sorted(os.listdir(tmp_path))
+        in_flight = _listed(tmp_path)
         assert ckpt.steps() == []
         big = bump(big)  # the loop donates the state to its next step while the save is still writing
         ckpt.wait()
         committed = time.perf_counter() - started
         assert in_flight == ["1.orbax-checkpoint-tmp"], (in_flight, returned, committed)
-        assert sorted(os.listdir(tmp_path)) == ["1"] and ckpt.steps() == [1]
+        assert _listed(tmp_path) == ["1"] and ckpt.steps() == [1]
         restored, _, _ = ckpt.restore(big)
         assert np.array_equal(np.asarray(restored.params["w"]), expected)
     with Checkpointer(tmp_path / "sync", asynchronous=False) as ckpt:
         ckpt.save(1, big, {})
-        assert sorted(os.listdir(tmp_path / "sync")) == ["1"]
+        assert _listed(tmp_path / "sync") == ["1"]
 
 
 def _truncate(step_dir):
@@ -301,7 +309,7 @@ def test_kill_during_save_leaves_newest_intact_step(tmp_path):
         start = step + 1  # the next child continues where this one was killed
     with Checkpointer(directory, keep=2) as ckpt:  # a writer clears what the killed one left half-written
         ckpt.save(start, {"w": jnp.zeros(3)}, {})
-    assert all(n.isdigit() for n in os.listdir(directory)), os.listdir(directory)
+    assert all(n.isdigit() for n in _listed(directory)), _listed(directory)
 
 
 def _committed(directory):
@@ -309,3 +317,128 @@ def _committed(directory):
         return {int(n) for n in os.listdir(directory) if n.isdigit()}
     except FileNotFoundError:
         return set()
+
+
+# ---------------------------------------------------------------- a checkpoint directory deletes only what it wrote
+def _files(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_of_the_users_is_refused_before_any_work_and_left_as_it_was(tmp_path):
+    """Folders named with digits used to be taken for damaged steps and deleted by the --keep clean-up."""
+    import jupyter_llm as jl
+
+    theirs = tmp_path / "theirs"
+    for rel in ("3/thesis.txt", "2024/r.csv", "notes.md"):
+        (theirs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (theirs / rel).write_text(rel)
+    before = _files(theirs)
+    x = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    with pytest.raises(CheckpointError, match=r"already holds files that jupyter_llm did not write \('2024', '3', "
+                                              r"'notes.md'\)"):
+        jl.fit(MLP(64, [8], 10, rngs=nnx.Rngs(0)), (x, np.arange(64) % 10), epochs=2, checkpoint=str(theirs),
+               save_every=1, keep=2, display="none")
+    assert _files(theirs) == before and sorted(os.listdir(theirs)) == ["2024", "3", "notes.md"]
+
+
+def test_the_root_and_the_home_folder_are_refused(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match="cannot be used: it is the root of the filesystem"):
+        Checkpointer("/")
+    assert not [n for n in os.listdir("/") if n.startswith(".write-test-") or n == MARKER]
+    home = tmp_path / "home"
+    home.mkdir()  # even an empty home folder: checkpoints get a folder of their own
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(CheckpointError, match="it is your home folder"):
+        Checkpointer("~")
+    assert os.listdir(home) == []
+    with Checkpointer("~/ck") as ckpt:  # a folder inside it is fine
+        assert ckpt.directory == home / "ck"
+
+
+def test_a_foreign_step_named_entry_in_a_used_directory_is_refused_by_name(tmp_path):
+    with Checkpointer(tmp_path, keep=1) as ckpt:
+        ckpt.save(1, make_state(step=1), {})
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "plot.png").write_bytes(b"png")
+    (tmp_path / "12").write_text("a file named like a step")
+    (tmp_path / "README.md").write_text("other files are left alone")
+    with pytest.raises(CheckpointError, match=r"holds '12', '7', named like checkpoint steps but not written by "
+                                              r"jupyter_llm. Move them out"):
+        Checkpointer(tmp_path)
+    assert (tmp_path / "7" / "plot.png").read_bytes() == b"png" and (tmp_path / "12").is_file()
+    os.remove(tmp_path / "12")
+    shutil.rmtree(tmp_path / "7")
+    with Checkpointer(tmp_path, keep=1) as ckpt:  # a README beside the steps is not in the way
+        ckpt.save(2, make_state(step=2), {})
+    assert _listed(tmp_path) == ["2", "README.md"]
+
+
+def test_links_named_like_steps_are_skipped_never_followed_or_deleted(tmp_path):
+    """A link `291 -> 285` was restored as step 291, and the clean-up then deleted the real step 285."""
+    ck, outside = tmp_path / "ck", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    with Checkpointer(ck, keep=2) as ckpt:
+        for s in (284, 285):
+            ckpt.save(s, make_state(step=s), {"step": s})
+    os.symlink(ck / "285", ck / "291")
+    os.symlink(outside, ck / "999")
+    with Checkpointer(ck, keep=2) as ckpt:
+        with pytest.warns(CheckpointWarning, match="Skipping the links 291, 999 in .*never read or deleted through"):
+            state, meta, step = ckpt.restore(make_state())
+        assert step == 285 and meta == {"step": 285}
+        assert_bitwise_equal(state, make_state(step=285))
+        ckpt.save(286, make_state(step=286), {"step": 286})
+        ckpt.wait()
+        assert ckpt.steps() == [285, 286]  # 284 went by --keep; 285 is one of the two newest
+        with pytest.raises(CheckpointError, match="291 is a link"):
+            ckpt.save(291, make_state(step=291), {})
+    assert os.readlink(ck / "291") == str(ck / "285") and (ck / "285").is_dir()
+    assert _files(outside) == {"keep.txt": b"mine"}
+
+
+def _info(step_dir):
+    return json.loads((step_dir / "info" / "metadata").read_text())
+
+
+def _set_info(step_dir, info):
+    (step_dir / "info" / "metadata").write_text(json.dumps(info))
+
+
+TAMPERED = {
+    "a format from elsewhere": (lambda d: _set_info(d, {**_info(d), "format": 99}), "its format is 99"),
+    "meta not an object": (lambda d: _set_info(d, {**_info(d), "meta": [1]}), "its meta is not a JSON object"),
+    "a malformed array row": (lambda d: _set_info(d, {**_info(d), "leaves": [["w", [-1], "float32", None]]}),
+                              "malformed row"),
+    "step metadata holding a list": (lambda d: (d / "_CHECKPOINT_METADATA").write_text("[]"),
+                                     "_CHECKPOINT_METADATA holds a list, not a JSON object"),
+    "info nested 100,000 deep": (lambda d: (d / "info" / "metadata").write_text("[" * 100_000 + "]" * 100_000),
+                                 "info/metadata is nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("tamper", TAMPERED, ids=list(TAMPERED))
+def test_a_tampered_step_is_damaged_skipped_with_a_warning_that_names_it(tmp_path, tamper):
+    damage, reason = TAMPERED[tamper]
+    with Checkpointer(tmp_path) as ckpt:
+        for s in (1, 2):
+            ckpt.save(s, make_state(step=s), {"step": s})
+    damage(tmp_path / "2")
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.warns(CheckpointWarning, match=f"damaged checkpoint step 2 .*{reason}.*; restored step 1"):
+            _, meta, step = ckpt.restore(make_state())
+        assert (step, meta) == (1, {"step": 1}) and ckpt.steps() == [1]
+
+
+def test_a_directory_of_an_earlier_version_is_adopted(tmp_path):
+    """Checkpoints written before the marker file existed still resume, and the folder is marked then."""
+    with Checkpointer(tmp_path, keep=3) as ckpt:
+        ckpt.save(1, make_state(step=1), {"step": 1})
+    os.remove(tmp_path / MARKER)
+    with Checkpointer(tmp_path, keep=3) as ckpt:
+        _, meta, step = ckpt.restore(make_state())
+    assert step == 1 and (tmp_path / MARKER).is_file()
+    os.remove(tmp_path / MARKER)
+    shutil.rmtree(tmp_path / "1" / "info")  # no proof it was written here: not adopted
+    with pytest.raises(CheckpointError, match=r"did not write \('1'\)"):
+        Checkpointer(tmp_path)

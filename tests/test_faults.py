@@ -20,6 +20,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from flax import nnx
 import jupyter_llm as jl
 from jupyter_llm.errors import ConfigError, JupyterLLMError
 from jupyter_llm.train.checkpoint import CheckpointError, CheckpointWarning
+from jupyter_llm.train.checkpoint_dir import MARKER
 from tests.helpers import InterruptAt, mlp, params_of
 
 CHILD = Path(__file__).parent / "fault_scripts" / "fit_child.py"
@@ -603,7 +605,8 @@ def test_kill_9_during_checkpoint_saves_then_resume_equals_uninterrupted(tmp_pat
     assert final["reason"] == "completed" and final["step"] == BIG_STEPS
     assert_same_history(final["history"], expected["history"], "after the kills")
     assert bitwise_equal(arrays(tmp_path / f"{name}.npz"), arrays(tmp_path / "reference.npz"))
-    assert all(n.isdigit() for n in os.listdir(ckdir)), os.listdir(ckdir)  # half-written saves were cleared
+    leftover = [n for n in os.listdir(ckdir) if not n.isdigit() and n != MARKER]
+    assert not leftover, leftover  # half-written saves were cleared
 
 
 # ---------------------------------------------------- 4. resumed == uninterrupted, to the bit (in process)
@@ -664,6 +667,49 @@ def test_resume_from_directory_and_from_run_equals_uninterrupted(tmp_path, dispa
                         f"twice {stop}")
 
 
+def _tamper_meta(step_dir: Path, change) -> None:
+    path = step_dir / "info" / "metadata"
+    info = json.loads(path.read_text())
+    change(info["meta"])
+    path.write_text(json.dumps(info))
+
+
+TAMPERED_META = {
+    "a negative step": (lambda m: m["position"].update(step=-5), "position's step is -5"),
+    "a step the arrays disagree with": (lambda m: m["position"].update(step=3),
+                                        "position says step 3 but its arrays were saved at step 16"),
+    "a history with an extra epoch": (lambda m: [m["log"].append(dict(m["log"][-1])),
+                                                 [v.append(v[-1]) for v in m["history"].values()]],
+                                      "history has 2 epochs but its position is in epoch 2"),
+    "a history longer than its log": (lambda m: m["history"]["loss"].extend([0.1, 0.1]),
+                                      "history's 'loss' does not match its 1 epochs"),
+    "a position that is not an object": (lambda m: m.update(position=[1, 2]), "position is missing"),
+    "a text where a number goes": (lambda m: m["position"].update(epoch="1"), "position's epoch is '1'"),
+}
+
+
+@pytest.mark.parametrize("tamper", TAMPERED_META, ids=list(TAMPERED_META))
+def test_a_step_whose_meta_is_tampered_is_skipped_and_the_fit_resumes_exactly(tmp_path, tamper):
+    """Every field a resume trusts is checked; a step that fails is damaged: skipped with a warning naming it, and
+    the fit continues from the step before it — to the same bits as the fit never interrupted."""
+    change, reason = TAMPERED_META[tamper]
+    options = dict(epochs=3, batch_size=32, steps_per_dispatch=4, save_every=4, report_every=0.0, display="none")
+    full = jl.fit(dropout_model(), SPLITS, **options)
+    ck = tmp_path / "ck"
+    first = jl.fit(dropout_model(), SPLITS, checkpoint=str(ck), keep=5, sinks=[InterruptAt(4)], **options)
+    assert first.reason == "interrupted" and committed(ck)[-2:] == [16, 20], committed(ck)
+    shutil.rmtree(ck / "20")  # the newest is now 16, which is tampered with
+    _tamper_meta(ck / "16", change)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = jl.fit(dropout_model(seed=9), SPLITS, checkpoint=str(ck), resume=True, keep=5, **options)
+    said = [str(w.message) for w in caught if issubclass(w.category, CheckpointWarning)]
+    assert len(said) == 2 and re.search(f"Skipping damaged checkpoint step 16 .*{re.escape(reason)}.*; restored "
+                                        "step 12", said[0]), said
+    assert said[1].startswith("Replacing checkpoint step(s) 16"), said  # the fit writes its own step 16 again
+    assert_same_fit(resumed, full, tamper)
+
+
 def test_resume_with_another_steps_per_dispatch_is_refused_or_exact(tmp_path):
     """The automatic chunk size depends on the device (a checkpoint written on a CPU, resumed on a GPU) and on
     --eval-every; a resume must either refuse a different one or continue at the right step."""
@@ -686,7 +732,7 @@ def test_resume_with_another_steps_per_dispatch_is_refused_or_exact(tmp_path):
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory):
     """What the bad-input cases point at: a plain file, a used checkpoint directory (hidden width 32), an empty
-    folder, a directory whose every step is damaged, and an earlier Run."""
+    folder, a directory whose every step is damaged, folders holding the user's own files, and an earlier Run."""
     root = tmp_path_factory.mktemp("bad")
     a_file = root / "notes.txt"
     a_file.write_text("x")
@@ -697,7 +743,19 @@ def bad(tmp_path_factory):
     for step in committed(damaged):
         (damaged / str(step) / "commit_success.txt").unlink()
     (root / "empty").mkdir()
-    return {"file": a_file, "used": used, "damaged": damaged, "empty": root / "empty", "missing": root / "nope",
+    theirs = root / "theirs"  # the user's folders that happen to be named with digits
+    for rel, text in (("3/thesis.txt", "chapter 1"), ("2024/r.csv", "a,b\n1,2\n")):
+        (theirs / rel).parent.mkdir(parents=True)
+        (theirs / rel).write_text(text)
+    notes = root / "notes"
+    notes.mkdir()
+    (notes / "todo.md").write_text("- finish")
+    mixed = root / "mixed"  # a checkpoint directory into which the user later put a folder of their own
+    jl.fit(mlp(16, (32,), 4), SPLITS, epochs=1, checkpoint=str(mixed), display="none")
+    (mixed / "7").mkdir()
+    (mixed / "7" / "plot.png").write_bytes(b"png")
+    return {"theirs": theirs, "notes": notes, "mixed": mixed,
+            "file": a_file, "used": used, "damaged": damaged, "empty": root / "empty", "missing": root / "nope",
             "run": earlier, "root": root}
 
 
@@ -793,8 +851,31 @@ BAD = [
     ("label smoothing negative", lambda b: dict(label_smoothing=-0.1), None, None, ConfigError,
      ["--label-smoothing must be at least 0.0"]),
     ("clip negative", lambda b: dict(clip=-1.0), None, None, ConfigError, ["--clip must be greater than 0.0"]),
+    # a checkpoint directory never deletes what this library did not write: anything else is refused before any work
+    ("checkpoint dir holds the user's numbered folders", lambda b: dict(checkpoint=str(b["theirs"]), save_every=1,
+                                                                       keep=2), None, None, CheckpointError,
+     ["files that jupyter_llm did not write ('2024', '3')", "a new or empty folder"]),
+    ("checkpoint dir holds the user's files", lambda b: dict(checkpoint=str(b["notes"])), None, None,
+     CheckpointError, ["('todo.md')", "a new or empty folder"]),
+    ("checkpoint dir has a foreign step-named folder", lambda b: dict(checkpoint=str(b["mixed"]), resume=True),
+     None, None, CheckpointError, ["holds '7', named like checkpoint steps but not written by jupyter_llm"]),
+    ("checkpoint dir is the root", lambda b: dict(checkpoint="/"), None, None, CheckpointError,
+     ["it is the root of the filesystem", "a folder of its own"]),
+    ("checkpoint dir is the home folder", lambda b: dict(checkpoint="~"), None, None, CheckpointError,
+     ["it is your home folder"]),
+    ("resume from the user's folder", lambda b: dict(resume=str(b["theirs"])), None, None, CheckpointError,
+     ["did not write"]),
     ("fractional seed", lambda b: dict(seed=0.5), None, None, ConfigError, ["--seed must be a whole number"]),
 ]
+
+
+def _steps_in(folder: str) -> list[str]:
+    return sorted(n for n in os.listdir(os.path.expanduser(folder)) if n.isdigit() or n.startswith(".jupyter_llm"))
+
+
+def _tree(root: Path) -> dict:
+    """Every file below `root` with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_the_bad_input_suite_is_large_enough():
@@ -808,6 +889,8 @@ def test_bad_input_fails_with_one_clear_line_and_loses_nothing(bad, name, option
     data = (X, Y) if data_kind == NOVAL else SPLITS
     before = params_of(model)
     used_before = sorted(os.listdir(bad["used"]))
+    theirs_before = _tree(bad["theirs"]), _tree(bad["notes"]), _tree(bad["mixed"])
+    steps_in_root, steps_in_home = _steps_in("/"), _steps_in("~")
     earlier_before = params_of(bad["run"].model)
     with warnings.catch_warnings():
         warnings.simplefilter("error", CheckpointWarning)  # the one error says it all: no warnings before it
@@ -821,5 +904,7 @@ def test_bad_input_fails_with_one_clear_line_and_loses_nothing(bad, name, option
         assert fragment in message, (name, fragment, message)
     assert bitwise_equal(before, params_of(model)), name  # the user's weights are unchanged
     assert sorted(os.listdir(bad["used"])) == used_before, name  # the checkpoints are untouched
+    assert (_tree(bad["theirs"]), _tree(bad["notes"]), _tree(bad["mixed"])) == theirs_before, name  # and the user's
+    assert _steps_in("/") == steps_in_root and _steps_in("~") == steps_in_home, name  # nothing written there
     assert bitwise_equal(earlier_before, params_of(bad["run"].model)), name  # and the earlier run too
     assert not any(getattr(a, "is_deleted", lambda: False)() for a in jax.tree.leaves(nnx.state(model)))

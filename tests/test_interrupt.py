@@ -56,19 +56,19 @@ def test_nothing_held_no_signal_sent(python_default_handler):
 
 
 def test_an_interrupt_during_orbaxs_save_waits_for_the_save_to_start(tmp_path, python_default_handler):
-    """The hang this prevents: a KeyboardInterrupt raised while Orbax's CheckpointManager.save was building its
+    """The hang this prevents: a KeyboardInterrupt raised while Orbax's checkpointer's save was building its
     threads left one the interpreter waited for at exit. Here the interrupt arrives as the save call begins; the save
     still starts whole, the KeyboardInterrupt comes after it, and the step is committed and restorable."""
     state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
     with Checkpointer(tmp_path / "ck", keep=2) as ckpt:
-        real_save, seen = ckpt._manager.save, []
+        real_save, seen = ckpt._orbax.save, []
 
         def save_interrupted_at_its_start(*args, **kwargs):
             signal.raise_signal(signal.SIGINT)
             seen.append("save ran on")
             return real_save(*args, **kwargs)
 
-        ckpt._manager.save = save_interrupted_at_its_start
+        ckpt._orbax.save = save_interrupted_at_its_start
         with stop_on_interrupt() as stop:
             stop.requested = True  # the stop already asked for: this is the second interrupt
             with pytest.raises(KeyboardInterrupt):

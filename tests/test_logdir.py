@@ -397,3 +397,28 @@ def test_fit_with_a_file_as_logdir_fails_before_training(tmp_path, tiny):
     with pytest.raises(ConfigError, match="cannot be created"):
         jl.fit(_model(), tiny, epochs=1, logdir=str(afile / "runs"), checkpoint=str(tmp_path / "ck"), display="none")
     assert not (tmp_path / "ck").exists()
+
+
+def test_a_refused_resume_leaves_nothing_in_the_logdir(tmp_path):
+    """Every refusal of --resume comes before the logdir is made: no empty TensorBoard file, no run card."""
+    import jupyter_llm as jl
+    from jupyter_llm.errors import JupyterLLMError
+    from tests.helpers import mlp
+
+    x = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    data = (x, np.arange(64) % 10)
+    run = jl.fit(mlp(), data, epochs=2, display="none", checkpoint=str(tmp_path / "ck"))
+    (tmp_path / "theirs" / "3").mkdir(parents=True)
+    refusals = {
+        "another batch size": dict(resume=True, checkpoint=str(tmp_path / "ck"), batch_size=16),
+        "past the end": dict(resume=str(tmp_path / "ck"), epochs=1),
+        "no such directory": dict(resume=str(tmp_path / "nope")),
+        "the user's folder": dict(resume=str(tmp_path / "theirs")),
+        "a Run of another batch size": dict(resume=run, batch_size=16),
+        "checkpoints of another fit": dict(checkpoint=str(tmp_path / "ck")),
+    }
+    for i, (name, options) in enumerate(refusals.items()):
+        logdir = tmp_path / f"logs-{i}"
+        with pytest.raises(JupyterLLMError):
+            jl.fit(mlp(), data, **{"epochs": 2, "display": "none", "logdir": str(logdir), **options})
+        assert not logdir.exists(), (name, os.listdir(logdir))

@@ -1,6 +1,8 @@
 """Checkpoints of a `TrainState` plus a JSON `meta` dict: asynchronous, atomic, readable by a new process, never pickle.
 
-Built on Orbax 0.12.8 (`CheckpointManager` with `args.Composite`). Each step is one directory::
+Built on Orbax 0.12.8 (an `AsyncCheckpointer` of a `CompositeCheckpointHandler`, one step folder at a time). Orbax
+writes and commits; which steps exist, which are kept and which are deleted is decided here, and only ever about
+folders this library wrote (`checkpoint_dir`). Each step is one directory::
 
     <directory>/<step>/                  renamed from <step>.orbax-checkpoint-tmp only once every file is written
         commit_success.txt, _CHECKPOINT_METADATA    Orbax's commit marker and step metadata
@@ -14,9 +16,10 @@ are stored as their `jax.random.key_data` (uint32) and wrapped again on restore 
 into a different model is one clear line instead of an Orbax traceback.
 
 A step counts as intact when its directory has Orbax's commit marker, a readable `_CHECKPOINT_METADATA`, both items
-and readable JSON (`steps()` checks these files); `restore` also reads every array, so a truncated or deleted data
-file shows up there. `restore()` without a step falls back to the newest intact step, with one warning that names
-the damaged ones.
+and an info of this format whose every field has the type a restore trusts (`steps()` checks these files); `restore`
+also reads every array and lets the caller check the arrays against the meta, so a truncated data file or a
+tampered position shows up there. `restore()` without a step falls back to the newest intact step, with one warning
+that names the damaged ones.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import gc
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -38,11 +40,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jupyter_llm.errors import ConfigError, JupyterLLMError, a_or_an
+from jupyter_llm.train import checkpoint_dir
 from jupyter_llm.train.interrupt import interrupts_held
 
 FORMAT = 1
 _STATE, _INFO = "state", "info"
-_TMP = re.compile(r"^\d+\.orbax-checkpoint-tmp")
 _REQUIRED_FILES = ("commit_success.txt", "_CHECKPOINT_METADATA", f"{_STATE}/_METADATA", f"{_INFO}/metadata")
 
 
@@ -51,7 +53,12 @@ class CheckpointError(JupyterLLMError):
 
 
 class CheckpointWarning(UserWarning):
-    """A damaged checkpoint was skipped, or newer checkpoints were replaced."""
+    """A damaged checkpoint or a link was skipped, or newer checkpoints were replaced."""
+
+
+class DamagedCheckpoint(Exception):
+    """Raised by a caller's check of a restored step (its arrays disagree with its meta): the step is skipped like
+    any damaged one. The message says why."""
 
 
 def _ocp():
@@ -142,15 +149,17 @@ def _default_sharding():
 
 
 class Checkpointer:
-    """Save and restore `TrainState`s in one directory, keeping the newest `keep` steps.
+    """Save and restore `TrainState`s in one directory, keeping the newest `keep` intact steps.
 
     >>> with Checkpointer("/tmp/run1/ckpt", keep=3) as ckpt:      # doctest: +SKIP
     ...     ckpt.save(step, state, {"epoch": 2})                    # returns at once; written in the background
     ...     state, meta, step = ckpt.restore(like=state)            # newest intact step
 
-    Saving a step at or below an existing one first deletes those newer-or-equal steps (a fit continued from an
-    older checkpoint replaces the abandoned ones), with a `CheckpointWarning`.
-    Not writable is detected by writing a probe file (permission bits alone say nothing when running as root).
+    The directory is claimed first (`checkpoint_dir.claim`): a folder holding anything this library did not write is
+    refused. Saving a step at or below an existing one first deletes those newer-or-equal steps (a fit continued from
+    an older checkpoint replaces the abandoned ones), with a `CheckpointWarning`. Steps beyond `keep` are deleted only
+    once a newer one is committed, oldest first. Not writable is detected by writing a probe file (permission bits
+    alone say nothing when running as root).
     """
 
     def __init__(self, directory, *, keep: int | None = 3, asynchronous: bool = True):
@@ -159,16 +168,19 @@ class Checkpointer:
         self.directory = Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
         self.keep, self.asynchronous = keep, bool(asynchronous)
         self._prepare_directory()
-        self._cleaned = False
+        self._cleaned = self._saved = False
         ocp = _ocp()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=self.asynchronous,
-                                               create=False, cleanup_tmp_directories=False)
         with interrupts_held():  # Orbax starts threads here too
-            self._manager = ocp.CheckpointManager(self.directory, options=options)
+            handler = ocp.CompositeCheckpointHandler()
+            self._orbax = ocp.AsyncCheckpointer(handler) if self.asynchronous else ocp.Checkpointer(handler)
 
     # -- directory ------------------------------------------------------------------------------------------------
     def _prepare_directory(self) -> None:
         path = self.directory
+        why_not = checkpoint_dir.obviously_not_a_home(path)
+        if why_not:
+            raise CheckpointError(f"Checkpoint directory {path} cannot be used: {why_not}. Give --checkpoint a "
+                                  "folder of its own, e.g. checkpoints/run1.")
         if path.exists() and not path.is_dir():
             raise CheckpointError(f"Checkpoint directory {path} is an existing file, not a folder. "
                                   "Choose another path for --checkpoint.")
@@ -183,21 +195,56 @@ class Checkpointer:
                 pass
         except OSError as exc:
             raise CheckpointError(f"Checkpoint directory {path} is not writable: {exc.strerror or exc}.") from None
+        self._listing()
 
-    def _remove_leftover_tmp(self) -> None:
+    def _listing(self, *, warn_links: bool = False) -> checkpoint_dir.Listing:
+        """The directory's entries, claimed for this library (refused when anything in it is not ours)."""
+        try:
+            listing = checkpoint_dir.claim(self.directory)
+        except checkpoint_dir.Refused as refused:
+            raise CheckpointError(f"Checkpoint directory {self.directory} cannot be used: {refused}.") from None
+        except OSError as exc:
+            raise CheckpointError(f"Checkpoint directory {self.directory} cannot be read: "
+                                  f"{exc.strerror or exc}.") from None
+        if warn_links and listing.links:
+            warnings.warn(f"Skipping the link{'s' * (len(listing.links) > 1)} {', '.join(listing.links)} in "
+                          f"{self.directory}: checkpoints are never read or deleted through links.",
+                          CheckpointWarning, stacklevel=3)
+        return listing
+
+    def _remove_leftovers(self) -> None:
         """Half-written `<step>.orbax-checkpoint-tmp` folders of a killed process (only before our own first save,
         so a reader never deletes what a running writer is writing)."""
-        for entry in self.directory.iterdir():
-            if _TMP.match(entry.name) and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
+        for path in self._listing().leftovers:
+            checkpoint_dir.delete_leftover(path)
         self._cleaned = True
+
+    def _delete(self, step: int) -> None:
+        try:
+            checkpoint_dir.delete_step(self.directory / str(step))
+        except checkpoint_dir.Refused as refused:
+            raise CheckpointError(f"Cannot replace checkpoint step {step} in {self.directory}: {refused}.") from None
+        except OSError as exc:
+            raise CheckpointError(f"Cannot delete checkpoint step {step} in {self.directory}: "
+                                  f"{exc.strerror or exc}.") from None
+
+    def _prune(self) -> None:
+        """Delete the steps older than the newest `keep` intact ones (committed saves only)."""
+        if self.keep is None:
+            return
+        intact = 0
+        for step in sorted(self._listing().steps, reverse=True):
+            if intact >= self.keep:
+                self._delete(step)
+            elif self._damage(step) is None:
+                intact += 1
 
     # -- saving ---------------------------------------------------------------------------------------------------
     def save(self, step: int, state, meta: dict) -> None:
         """Start writing `state` and `meta` as `step`; returns once the arrays are copied off the device."""
         ocp = _ocp()
         step = int(step)
-        info = {"format": FORMAT, "meta": _plain_json(meta), "leaves": []}
+        info = {"format": FORMAT, "written_by": "jupyter_llm", "meta": _plain_json(meta), "leaves": []}
         path_leaves = jax.tree_util.tree_flatten_with_path(state)[0]
         names, values = _names(path_leaves), []
         for name, (_, leaf) in zip(names, path_leaves):
@@ -209,64 +256,51 @@ class Checkpointer:
             values.append(leaf)
             info["leaves"].append(["/".join(name), shape, dtype, impl])
         tree = _nest(names, values)
+        self.wait()  # the previous save is committed (Orbax would wait for it too): it counts for `keep`
         if not self._cleaned:
-            self._remove_leftover_tmp()
+            self._remove_leftovers()
+        listing = self._listing()
+        if str(step) in listing.links:
+            raise CheckpointError(f"Cannot save checkpoint step {step}: {self.directory / str(step)} is a link. "
+                                  "Move it out of the checkpoint folder.")
+        newer = sorted(s for s in listing.steps if s >= step)
+        if newer:
+            self._replace(newer, step)
+        self._prune()
+        self._saved = True
         try:
-            newer = sorted({s for s in [*self._manager.all_steps(), *self._all_step_dirs()] if s >= step})
-            if newer:  # Orbax would silently skip a step <= its latest one
-                self._replace(newer, step)
             with interrupts_held():  # see interrupts_held: an interrupt inside Orbax's save can hang the process
-                saved = self._manager.save(step, force=True, args=ocp.args.Composite(
+                self._orbax.save(self.directory / str(step), args=ocp.args.Composite(
                     **{_STATE: ocp.args.StandardSave(tree), _INFO: ocp.args.JsonSave(info)}))
-        except CheckpointError:
-            raise
         except Exception as exc:
             raise CheckpointError(f"Saving checkpoint step {step} to {self.directory} failed: {_short(exc)}") from exc
-        if saved is False:
-            raise CheckpointError(f"Orbax declined to save checkpoint step {step} in {self.directory}.")
 
     def _replace(self, newer: list[int], step: int) -> None:
-        self._manager.wait_until_finished()
         damaged = [s for s in newer if self._damage(s) is not None]
         what = "damaged " if damaged == newer else ""
         warnings.warn(f"Replacing {what}checkpoint step(s) {', '.join(map(str, newer))} in {self.directory} by the "
                       f"new step {step}.", CheckpointWarning, stacklevel=3)
         for s in newer:
-            try:
-                self._manager.delete(s)
-            except Exception:  # noqa: BLE001 - already half gone: remove what is left
-                shutil.rmtree(self.directory / str(s), ignore_errors=True)
-        self._manager.reload()
+            self._delete(s)
 
     def wait(self) -> None:
-        """Block until every pending save is committed (renamed to its final `<step>` folder)."""
+        """Block until every pending save is committed (renamed to its final `<step>` folder); after saving, drop the
+        steps beyond `keep` (a reader deletes nothing)."""
         try:
-            self._manager.wait_until_finished()
+            if hasattr(self._orbax, "wait_until_finished"):
+                self._orbax.wait_until_finished()
         except Exception as exc:
             raise CheckpointError(f"Saving a checkpoint to {self.directory} failed: {_short(exc)}") from exc
+        if self._saved:
+            self._prune()
 
     # -- listing --------------------------------------------------------------------------------------------------
-    def _all_step_dirs(self) -> list[int]:
-        try:
-            entries = list(self.directory.iterdir())
-        except OSError:
-            return []
-        return sorted(int(e.name) for e in entries if e.name.isdigit() and e.is_dir())
+    def _all_step_dirs(self, *, warn_links: bool = False) -> list[int]:
+        return sorted(self._listing(warn_links=warn_links).steps)
 
     def _damage(self, step: int) -> str | None:
         """Why step `step` is not intact (cheap file checks), or None."""
-        folder = self.directory / str(step)
-        if not folder.is_dir():
-            return "its folder is missing"
-        for rel in _REQUIRED_FILES:
-            if not (folder / rel).is_file():
-                return f"{rel} is missing" + (" (the save never committed)" if rel == "commit_success.txt" else "")
-        for rel in ("_CHECKPOINT_METADATA", f"{_INFO}/metadata"):
-            try:
-                json.loads((folder / rel).read_text())
-            except (OSError, ValueError) as exc:
-                return f"{rel} cannot be read: {_short(exc, 80)}"
-        return None
+        return _read_step(self.directory / str(step))[1]
 
     def steps(self) -> list[int]:
         """Committed steps whose files look intact, ascending."""
@@ -277,19 +311,20 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     # -- restoring ------------------------------------------------------------------------------------------------
-    def restore(self, like, step: int | None = None, check_meta=None):
+    def restore(self, like, step: int | None = None, check_meta=None, check_restored=None):
         """(state, meta, step) from `step`, or from the newest intact step when `step` is None.
 
         `like` gives the structure, shapes, dtypes and shardings (concrete arrays or `jax.ShapeDtypeStruct`s; a
         struct without a sharding is put on the first local device). `check_meta(meta)` runs before the arrays are
         compared with `like`, so a caller can refuse with its own reason (a setting that changed the optimizer's
-        structure) instead of a list of mismatched arrays."""
+        structure) instead of a list of mismatched arrays. `check_restored(state, meta)` runs last and raises
+        `DamagedCheckpoint` when the two disagree: that step is then skipped like any damaged one."""
         self.wait()
         path_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
         names = _names(path_leaves)
         likes = [leaf for _, leaf in path_leaves]
         _nest(names, likes)  # same name clashes as save would find
-        on_disk = self._all_step_dirs()
+        on_disk = self._all_step_dirs(warn_links=True)
         if step is not None:
             step = int(step)
             if step not in on_disk:
@@ -305,8 +340,8 @@ class Checkpointer:
         with _QuietAbandonedReads() as quiet:
             for s in candidates:
                 try:
-                    state, meta = self._restore_step(s, names, likes, treedef, check_meta)
-                except _Damaged as damaged:
+                    state, meta = self._restore_step(s, names, likes, treedef, check_meta, check_restored)
+                except (_Damaged, DamagedCheckpoint) as damaged:
                     quiet.failed = True
                     if step is not None:
                         raise CheckpointError(f"Checkpoint step {s} in {self.directory} is damaged: "
@@ -322,17 +357,14 @@ class Checkpointer:
         raise CheckpointError(f"No intact checkpoint in {self.directory}: {_each_step(problems)}. Start the fit "
                               "without --resume, or resume from another directory.")
 
-    def _restore_step(self, s: int, names, likes, treedef, check_meta=None):
+    def _restore_step(self, s: int, names, likes, treedef, check_meta=None, check_restored=None):
         ocp = _ocp()
-        reason = self._damage(s)
+        folder = self.directory / str(s)
+        info, reason = _read_step(folder)
         if reason:
             raise _Damaged(reason)
-        try:
-            info = self._manager.restore(s, args=ocp.args.Composite(**{_INFO: ocp.args.JsonRestore()}))[_INFO]
-            saved = {tuple(n.split("/")): (tuple(shape), dtype, impl) for n, shape, dtype, impl in info["leaves"]}
-            meta = info["meta"]
-        except Exception as exc:  # noqa: BLE001 - whatever Orbax raises, this step is unreadable
-            raise _Damaged(f"its info cannot be read: {_short(exc, 120)}") from None
+        saved = {tuple(n.split("/")): (tuple(shape), dtype, impl) for n, shape, dtype, impl in info["leaves"]}
+        meta = info["meta"]
         if check_meta is not None:
             check_meta(meta)
         self._check_fits(s, names, likes, saved)
@@ -347,7 +379,7 @@ class Checkpointer:
             sharding = getattr(leaf, "sharding", None) or _default_sharding()
             targets.append(jax.ShapeDtypeStruct(shape, dtype, sharding=sharding))
         try:
-            arrays = self._manager.restore(s, args=ocp.args.Composite(
+            arrays = self._orbax.restore(folder, args=ocp.args.Composite(
                 **{_STATE: ocp.args.StandardRestore(_nest(names, targets))}))[_STATE]
             values = [_pluck(arrays, name) for name in names]
         except Exception as exc:  # noqa: BLE001 - TensorStore raises plain Exception / ValueError
@@ -363,7 +395,10 @@ class Checkpointer:
             elif not isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)):
                 value = np.asarray(value)
             out.append(value)
-        return jax.tree_util.tree_unflatten(treedef, out), meta
+        state = jax.tree_util.tree_unflatten(treedef, out)
+        if check_restored is not None:
+            check_restored(state, meta)
+        return state, meta
 
     def _check_fits(self, s: int, names, likes, saved: dict) -> None:
         problems = []
@@ -393,7 +428,7 @@ class Checkpointer:
             self.wait()
         finally:
             with interrupts_held():  # nothing is pending after wait(): this only shuts Orbax's threads down
-                self._manager.close()
+                self._orbax.close()
 
     def __enter__(self):
         return self
@@ -442,6 +477,48 @@ class _QuietAbandonedReads:
 
 class _Damaged(Exception):
     """Internal: this step cannot be read; the message says why."""
+
+
+def _read_step(folder: Path) -> tuple[dict | None, str | None]:
+    """(info, None) for an intact-looking step folder, else (None, why not): every file a restore relies on is there
+    and every field of the info has the type the restore trusts."""
+    if not folder.is_dir():
+        return None, "its folder is missing"
+    for rel in _REQUIRED_FILES:
+        if not (folder / rel).is_file():
+            return None, f"{rel} is missing" + (" (the save never committed)" if rel == "commit_success.txt" else "")
+    found = {}
+    for rel in ("_CHECKPOINT_METADATA", f"{_INFO}/metadata"):
+        try:
+            found[rel] = json.loads((folder / rel).read_text())
+        except (OSError, ValueError) as exc:
+            return None, f"{rel} cannot be read: {_short(exc, 80)}"
+        except RecursionError:
+            return None, f"{rel} is nested too deeply to be a checkpoint's"
+        if not isinstance(found[rel], dict):
+            return None, f"{rel} holds {a_or_an(type(found[rel]).__name__)}, not a JSON object"
+    info = found[f"{_INFO}/metadata"]
+    why = _info_problem(info)
+    return (None, why) if why else (info, None)
+
+
+def _info_problem(info: dict) -> str | None:
+    if info.get("format") != FORMAT:
+        return f"its format is {info.get('format')!r}; this version reads format {FORMAT}"
+    if not isinstance(info.get("meta"), dict):
+        return "its meta is not a JSON object"
+    leaves = info.get("leaves")
+    if not isinstance(leaves, list):
+        return "its table of arrays is missing"
+    for row in leaves:
+        ok = (isinstance(row, list) and len(row) == 4 and isinstance(row[0], str) and isinstance(row[1], list)
+              and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in row[1])
+              and isinstance(row[2], str) and (row[3] is None or isinstance(row[3], str)))
+        if not ok:
+            return f"its table of arrays has a malformed row {str(row)[:60]}"
+    if len({row[0] for row in leaves}) != len(leaves):
+        return "its table of arrays names one array twice"
+    return None
 
 
 @functools.cache

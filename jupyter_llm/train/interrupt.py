@@ -49,7 +49,7 @@ def stop_on_interrupt():
 def interrupts_held():
     """Hold SIGINT for a short call that starts threads (Orbax's save), then deliver it to the handler in place.
 
-    A KeyboardInterrupt raised halfway through Orbax's `CheckpointManager.save` leaves a half-made thread that the
+    A KeyboardInterrupt raised halfway through Orbax's checkpointer's `save` leaves a half-made thread that the
     interpreter waits for at exit, forever: the process hangs instead of stopping. Held here, the interrupt arrives a
     moment later, when the call has returned, and does what it would have done (a first one asks the fit to stop, a
     second raises). Outside the main thread nothing is changed.

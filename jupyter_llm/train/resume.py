@@ -98,12 +98,71 @@ def resume_point(config, prepared):
 
     like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=prepared.placement.replicated), like)
     what = f"the checkpoint in {directory}"
+
+    def check_settings(meta):
+        _check_settings(meta.get("config", {}), config, what)
+
     with Checkpointer(directory, keep=config.keep) as checkpointer:  # settings first: --accumulate shapes the state
-        state, meta, _ = checkpointer.restore(like, check_meta=lambda m: _check_settings(m.get("config", {}), config,
-                                                                                          what))
+        state, meta, _ = checkpointer.restore(like, check_meta=check_settings, check_restored=_check_restored)
     position = _check_chunking(Position.from_dict(meta["position"]), prepared, what)
     _check_not_past_end(position, prepared, what)
     return state, position, (meta.get("history", {}), meta.get("log", []))
+
+
+def _check_restored(state, meta: dict) -> None:
+    """Everything a resume trusts in a checkpoint's meta has the type it needs and agrees with the arrays; otherwise
+    the step is damaged (skipped with a warning, like a truncated file)."""
+    from jupyter_llm.train.checkpoint import DamagedCheckpoint
+
+    why = _position_problem(meta.get("position"))
+    if why is None:
+        position = meta["position"]
+        if int(state.step) != position["step"]:
+            why = f"its position says step {position['step']} but its arrays were saved at step {int(state.step)}"
+        else:
+            why = _history_problem(meta.get("history"), meta.get("log"), position)
+    if why:
+        raise DamagedCheckpoint(why)
+
+
+def _whole(value, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _position_problem(position) -> str | None:
+    if not isinstance(position, dict):
+        return "its position is missing"
+    for key in ("epoch", "call", "step"):
+        if not _whole(position.get(key)):
+            return f"its position's {key} is {position.get(key)!r}, not a whole number >= 0"
+    if not (position.get("steps_per_call") is None or _whole(position["steps_per_call"], 1)):
+        return f"its position's steps_per_call is {position['steps_per_call']!r}"
+    sums = position.get("epoch_sums") or {}
+    if not (isinstance(sums, dict) and all(isinstance(k, str) and _number(v) for k, v in sums.items())):
+        return "its position's epoch sums are not numbers"
+    if not (position.get("monitor") is None or isinstance(position["monitor"], dict)):
+        return "its position's monitor state is not a JSON object"
+    return None
+
+
+def _history_problem(history, log, position: dict) -> str | None:
+    """The history holds one row per finished epoch, each at a step the arrays have passed."""
+    history, log = history or {}, log or []
+    if not (isinstance(history, dict) and isinstance(log, list) and all(isinstance(row, dict) for row in log)):
+        return "its history is not a table of epochs"
+    if len(log) != position["epoch"]:
+        return f"its history has {len(log)} epochs but its position is in epoch {position['epoch'] + 1}"
+    for name, values in history.items():
+        if not (isinstance(values, list) and len(values) <= len(log) and all(_number(v) for v in values)):
+            return f"its history's {name!r} does not match its {len(log)} epochs"
+    steps = [row.get("step") for row in log]
+    if not all(_whole(s) for s in steps) or steps != sorted(steps) or (steps and steps[-1] > position["step"]):
+        return "its history's steps do not lead up to its position"
+    return None
 
 
 def _check_not_past_end(position: Position, prepared, what: str) -> None:
