@@ -22,7 +22,7 @@ from jupyter_llm.sinks.history import HistorySink
 from jupyter_llm.train import compile_cache
 from jupyter_llm.train import loop as loop_mod
 from jupyter_llm.train.interrupt import stop_on_interrupt
-from jupyter_llm.train.resume import Saver, resume_point
+from jupyter_llm.train.resume import Saver, release_earlier_run, resume_point
 
 
 def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | None = None, **options):
@@ -56,6 +56,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
 
         check_logdir(config.logdir)
     saver = Saver.for_fit(config, prepared, history)
+    config = prepared.config = release_earlier_run(config)  # the new Run must not keep the old one alive
     try:
         all_sinks = [history, *_display_sinks(config.display), *_logdir_sinks(config), *sinks]
     except BaseException:
@@ -67,11 +68,11 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
         for sink in all_sinks:
             sink.on(event)
 
-    emit(prepared.fit_start())
-    loop = None
+    loop, error = None, None
     reason, message, test_metrics = ev.FAILED, "", None
     with stop_on_interrupt() as stop:
         try:
+            emit(prepared.fit_start())
             emit(ev.CompileStart())
             emit(prepared.compile())
             state, position = (start[0], start[1]) if start else (prepared.init_state(), None)
@@ -83,21 +84,26 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
                 weights = loop.best if (config.keep_best and loop.best) else None
                 test_metrics = prepared.evaluate(loop.state, "test", weights=weights)
                 emit(ev.Eval(loop.step, loop.epoch, "test", test_metrics))
-        except KeyboardInterrupt:
-            reason, message = ev.INTERRUPTED, "stopped by a second interrupt"
-            raise
+        except KeyboardInterrupt as exc:
+            reason, message, error = ev.INTERRUPTED, "stopped by a second interrupt", exc
         except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            if loop is not None:
-                _write_back(model, loop, config)
-            if saver is not None:
-                saver.close()
-            emit(ev.FitEnd(reason=reason, step=loop.step if loop else 0, epoch=loop.epoch if loop else 0,
-                           elapsed=loop.elapsed if loop else 0.0,
-                           compile_seconds=history.compile.seconds if history.compile else 0.0,
-                           history=history.history, test_metrics=test_metrics, message=message))
+            message, error = f"{type(exc).__name__}: {exc}", exc
+        # whatever happened above: the weights go back, the saver's threads end, FitEnd is sent exactly once
+        if loop is not None:
+            _write_back(model, loop, config)
+        nnx.Module.eval(model)  # as run.predict uses it: dropout off, batch norm on its running averages
+        if saver is not None:
+            try:
+                saver.close()  # waits for the last checkpoint: a failed save is this fit's failure
+            except Exception as exc:
+                if error is None:
+                    reason, message, error = ev.FAILED, f"{type(exc).__name__}: {exc}", exc
+        emit(ev.FitEnd(reason=reason, step=loop.step if loop else 0, epoch=loop.epoch if loop else 0,
+                       elapsed=loop.elapsed if loop else 0.0,
+                       compile_seconds=history.compile.seconds if history.compile else 0.0,
+                       history=history.history, test_metrics=test_metrics, message=message))
+        if error is not None:
+            raise error
     from jupyter_llm.run import Run
     from jupyter_llm.runlog import record
 

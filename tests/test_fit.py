@@ -1,6 +1,7 @@
 """The training core end to end: it learns, it is reproducible, and every ending keeps usable weights."""
 
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -182,3 +183,76 @@ def test_core_does_not_touch_user_buffers_on_error(small_data):
         jl.fit(model, small_data, epochs=1, batch_size=10**6, display="none")
     assert all(np.array_equal(a, b) for a, b in zip(before, params_of(model)))
     jl.fit(model, small_data, epochs=1, display="none")  # and the model still trains (no donated buffers)
+
+
+def test_chained_resumes_keep_no_earlier_run_alive(small_data):
+    """`run.config.resume` used to hold the Run it continued, with its state and device data: six resumes in a row
+    grew device memory by a model state each. Only the newest Run (and what the user names) stays alive."""
+    import gc
+    import weakref
+
+    options = dict(batch_size=64, display="none", seed=0)
+    run = jl.fit(mlp(), small_data, epochs=1, **options)
+    earlier, live = [], []
+    for epochs in range(2, 8):
+        earlier.append(weakref.ref(run))
+        run = jl.fit(mlp(), small_data, epochs=epochs, resume=run, **options)
+        gc.collect()
+        live.append(sum(a.nbytes for a in jax.live_arrays()))
+    assert run.reason == "completed" and len(run.history["loss"]) == 7
+    assert [r() is None for r in earlier] == [True] * 6, "an earlier Run is still referenced"
+    state_bytes = sum(a.nbytes for a in jax.tree.leaves(run.state))
+    # flat: JAX's trace caches keep a few scalar constants per compiled fit (48 bytes here), not a model state
+    assert live[-1] - live[0] < state_bytes / 10, (live, state_bytes)
+    assert "step" in repr(run.config.resume) and run.config.to_dict()["resume"] == "EarlierRun"
+
+
+def test_a_failing_display_at_the_start_still_ends_the_fit_and_its_saver(small_data, tmp_path):
+    """FitStart is sent inside the fit's try: a sink that fails there still gets FitEnd, and the checkpoint saver's
+    threads are shut down (a leaked Orbax thread kept the interpreter from exiting)."""
+    import threading
+
+    class FailsAtStart:
+        def __init__(self):
+            self.seen = []
+
+        def on(self, event):
+            self.seen.append(type(event).__name__)
+            if isinstance(event, ev.FitStart):
+                raise RuntimeError("the display broke")
+
+    sink, before = FailsAtStart(), set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="the display broke"):
+        jl.fit(mlp(), small_data, epochs=1, display="none", sinks=[sink], checkpoint=str(tmp_path / "ck"))
+    assert sink.seen == ["FitStart", "FitEnd"]
+    time.sleep(0.2)
+    assert not [t for t in set(threading.enumerate()) - before if t.is_alive()], "a saver thread was left running"
+
+
+def test_a_failing_last_save_is_the_fits_failure_and_fitend_is_still_sent(small_data, tmp_path, monkeypatch):
+    from jupyter_llm.train.checkpoint import Checkpointer, CheckpointError
+
+    def broken_close(self):
+        raise CheckpointError("the disk went away")
+
+    monkeypatch.setattr(Checkpointer, "close", broken_close)
+    ends = []
+
+    class Ends:
+        def on(self, event):
+            if isinstance(event, ev.FitEnd):
+                ends.append(event)
+
+    with pytest.raises(CheckpointError, match="the disk went away"):
+        jl.fit(mlp(), small_data, epochs=1, display="none", sinks=[Ends()], checkpoint=str(tmp_path / "ck"))
+    assert len(ends) == 1 and ends[0].reason == "failed" and "the disk went away" in ends[0].message
+
+
+def test_a_fit_leaves_the_model_in_evaluation_mode(small_data):
+    """Calling the model in the next cell must not apply dropout: it answers as run.predict does."""
+    model = mlp(dropout=0.5)
+    run = jl.fit(model, small_data, epochs=1, display="none")
+    x = jnp.asarray(small_data["train"][0][:16])
+    assert model.dropout.deterministic is True
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))
+    np.testing.assert_allclose(np.asarray(model(x)), run.predict(np.asarray(x)), rtol=1e-6, atol=1e-6)

@@ -7,6 +7,7 @@ resumed fit produces the same history as one that was never interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from importlib import metadata
@@ -69,6 +70,27 @@ class Saver:
         self.checkpointer.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class EarlierRun:
+    """What a finished fit's config says of the Run it continued: the Run itself (its state, its data, its own
+    earlier runs) is not kept alive by the new one."""
+
+    step: int
+    reason: str
+
+    def __repr__(self):
+        return f"<the Run at step {self.step} ({self.reason})>"
+
+
+def release_earlier_run(config):
+    """`config` with a resumed-from Run replaced by an `EarlierRun` note."""
+    source = config.resume
+    if source is None or isinstance(source, (bool, str, os.PathLike, EarlierRun)):
+        return config
+    return dataclasses.replace(config, resume=EarlierRun(int(getattr(source, "step", 0)),
+                                                         str(getattr(source, "reason", "?"))))
+
+
 def resume_point(config, prepared):
     """None, or (state, Position, (history, log)) to continue from, checked against this fit."""
     source = config.resume
@@ -77,6 +99,9 @@ def resume_point(config, prepared):
     from jupyter_llm.run import Run
 
     like = jax.eval_shape(lambda p, r: init_state(p, r, prepared.tx, copy=False), prepared.params, prepared.rest)
+    if isinstance(source, EarlierRun):
+        raise ConfigError("This config's resume= is a note of the Run it continued, not the Run: pass the Run itself "
+                          "(resume=run) or a checkpoint directory.")
     if isinstance(source, Run):
         if source.state is None or source.position is None:
             raise ConfigError("That run has no state to resume from (it failed before its first step).")
