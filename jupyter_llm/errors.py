@@ -1,8 +1,8 @@
 """Error classes for mistakes a user can fix.
 
 Every message says what was wrong and how to fix it. The magic turns any `JupyterLLMError` into an IPython
-`UsageError` (one line, no traceback); raised in a cell, IPython shows only the user's lines above the message
-(`ipython/short_traceback.py`); a script sees the exception itself.
+`UsageError` (one line, no traceback); raised in a cell of a notebook with the extension loaded, IPython shows only
+the user's lines above the message (`ipython/short_traceback.py` adds that hook); a script sees the exception itself.
 """
 
 
@@ -13,17 +13,6 @@ def a_or_an(noun: str) -> str:
 
 class JupyterLLMError(Exception):
     """Base class: a mistake in how the library was called, never a bug in the library."""
-
-    def _render_traceback_(self) -> list[str]:
-        """IPython's hook: show the user's lines and this message, without the library's frames."""
-        try:
-            from jupyter_llm.ipython.short_traceback import render
-
-            return render(self)
-        except Exception:  # noqa: BLE001 - never let the display of an error hide the error
-            import traceback
-
-            return traceback.format_exception(type(self), self, self.__traceback__)
 
 
 class ConfigError(JupyterLLMError, ValueError):

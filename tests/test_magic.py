@@ -143,3 +143,16 @@ def test_unload_removes_the_magic(ipython):
     assert ipython.find_cell_magic("train") is None
     ipython.run_line_magic("load_ext", "jupyter_llm")
     assert ipython.find_cell_magic("train") is not None
+
+
+def test_the_short_traceback_comes_with_the_extension(ipython):
+    """The error classes know nothing of IPython: `%load_ext` gives them IPython's hook, `%unload_ext` takes it away."""
+    from jupyter_llm.errors import JupyterLLMError
+
+    assert hasattr(JupyterLLMError, "_render_traceback_")
+    ipython.run_line_magic("unload_ext", "jupyter_llm")
+    try:
+        assert not hasattr(JupyterLLMError, "_render_traceback_")
+    finally:
+        ipython.run_line_magic("load_ext", "jupyter_llm")
+    assert hasattr(JupyterLLMError, "_render_traceback_")

@@ -12,6 +12,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from jupyter_llm.errors import JupyterLLMError, a_or_an
+from jupyter_llm.ipython import short_traceback
 from jupyter_llm.ipython.parse import TrainArgs, parse_generate_line, parse_lr_find_line, parse_train_line, train_help
 
 _FIT_OBJECT_OPTIONS = ("optimizer", "loss")  # options that may name an object in the namespace
@@ -170,6 +171,7 @@ def load(ipython) -> None:
 
     ipython.register_magics(TrainMagics)
     ipython.register_magics(RunsMagics)
+    short_traceback.install()
     from flax import nnx
 
     ipython.push({"jl": jupyter_llm, "nnx": nnx})
@@ -177,6 +179,7 @@ def load(ipython) -> None:
 
 
 def unload(ipython) -> None:
+    short_traceback.uninstall()
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         magics[kind].pop("train", None)

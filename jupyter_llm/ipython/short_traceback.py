@@ -2,8 +2,9 @@
 
 A mistake such as `jl.datasets.text("missing.txt")` or `run.evaluate((x, y))` with labels out of range is the
 user's to fix, and the 20 frames inside jupyter_llm, JAX and Orbax that lead to it only bury the message. IPython
-asks an exception for `_render_traceback_()` before formatting it; `JupyterLLMError` answers with this function. The
-exception itself is untouched (`%debug` walks every frame), and `%xmode Verbose` shows the whole traceback again.
+asks an exception for `_render_traceback_()` before formatting it; `%load_ext jupyter_llm` gives `JupyterLLMError`
+that method (`install`), so the error classes themselves know nothing of IPython. The exception is untouched
+(`%debug` walks every frame), and `%xmode Verbose` shows the whole traceback again.
 """
 
 from __future__ import annotations
@@ -45,3 +46,26 @@ def render(exc: BaseException) -> list[str]:
         return shell.InteractiveTB.structured_traceback(type(exc), exc, user_frames(exc.__traceback__))
     finally:
         exc.__cause__, exc.__context__, exc.__suppress_context__ = cause, context, suppress
+
+
+def _render_traceback_(self) -> list[str]:
+    """IPython's hook: the user's lines and this message, without the library's frames."""
+    try:
+        return render(self)
+    except Exception:  # noqa: BLE001 - never let the display of an error hide the error
+        import traceback
+
+        return traceback.format_exception(type(self), self, self.__traceback__)
+
+
+def install() -> None:
+    from jupyter_llm.errors import JupyterLLMError
+
+    JupyterLLMError._render_traceback_ = _render_traceback_
+
+
+def uninstall() -> None:
+    from jupyter_llm.errors import JupyterLLMError
+
+    if JupyterLLMError.__dict__.get("_render_traceback_") is _render_traceback_:
+        del JupyterLLMError._render_traceback_
