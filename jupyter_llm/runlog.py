@@ -20,6 +20,7 @@ import itertools
 import math
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from html import escape
@@ -80,13 +81,15 @@ _PAUSED = threading.local()
 
 
 def record(run) -> None:
-    """Keep a lightweight record of a finished `Run` (called by `fit`). Never raises: a failure to record must not
-    cost the user the fit they just ran."""
+    """Keep a lightweight record of a finished `Run` (called by `fit`). A failure to record must not cost the user
+    the fit they just ran, nor go unseen: it is a warning, and the run is missing from `%runs`."""
     if getattr(_PAUSED, "depth", 0):
         return
     try:
         rec = _record_of(run)
-    except Exception:  # noqa: BLE001 — comparing runs is a convenience, never a reason for a fit to fail
+    except Exception as exc:  # noqa: BLE001 — comparing runs is a convenience, never a reason for a fit to fail
+        warnings.warn(f"This run could not be recorded for %runs / jl.runs(): {type(exc).__name__}: {exc}",
+                      RuntimeWarning, stacklevel=3)
         return
     with _LOCK:
         _RUNS.append(rec)

@@ -156,3 +156,29 @@ def test_the_short_traceback_comes_with_the_extension(ipython):
     finally:
         ipython.run_line_magic("load_ext", "jupyter_llm")
     assert hasattr(JupyterLLMError, "_render_traceback_")
+
+
+def test_a_built_in_loss_name_means_the_built_in_even_if_the_notebook_has_one(ipython):
+    """`--loss mse` used a notebook function named `mse` over the built-in; a callable of another name still works."""
+    from IPython.core.error import UsageError
+
+    calls = []
+
+    def mse(outputs, labels):  # the user's own helper that happens to share the name
+        calls.append("mse")
+        raise AssertionError("the built-in mse was meant")
+
+    def my_loss(outputs, labels):
+        import optax
+
+        calls.append("my_loss")
+        return optax.softmax_cross_entropy_with_integer_labels(outputs, labels).mean()
+
+    ipython.user_ns.update(mse=mse, my_loss=my_loss)
+    result = ipython.run_cell(BODY + "\n%train --epochs 1 --display none --loss cross_entropy")
+    assert result.success and ipython.user_ns["run"].loss_name == "cross_entropy"
+    result = ipython.run_cell("%train --epochs 1 --display none --loss my_loss")
+    assert result.success and ipython.user_ns["run"].loss_name == "my_loss" and calls == ["my_loss"] * len(calls)
+    result = ipython.run_cell("%train --epochs 1 --display none --loss mse")
+    assert "mse" not in calls
+    assert isinstance(result.error_in_exec, UsageError) and "Mean squared error" in str(result.error_in_exec)

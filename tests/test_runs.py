@@ -142,9 +142,10 @@ def test_differences_and_curve_choice_from_records():
     assert steps.metrics == ["loss", "val_loss"]
 
 
-def test_empty_table_and_record_never_raises():
+def test_empty_table_and_record_never_raises_but_says_so():
     runs_mod.clear_runs()
-    runs_mod.record(object())  # not a Run: ignored, never an error at the end of a fit
+    with pytest.warns(RuntimeWarning, match="could not be recorded for %runs / jl.runs\\(\\): AttributeError"):
+        runs_mod.record(object())  # not a Run: never an error at the end of a fit, never silent either
     table = jl.runs()
     assert len(table) == 0 and "No runs recorded" in repr(table) and "No runs recorded" in table._repr_html_()
 

@@ -11,11 +11,13 @@ import types
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
+from jupyter_llm.config import LOSSES, OPTIMIZERS
 from jupyter_llm.errors import JupyterLLMError, a_or_an
 from jupyter_llm.ipython import short_traceback
 from jupyter_llm.ipython.parse import TrainArgs, parse_generate_line, parse_lr_find_line, parse_train_line, train_help
 
-_FIT_OBJECT_OPTIONS = ("optimizer", "loss")  # options that may name an object in the namespace
+# options that may name an object in the namespace, with the names that stay the built-ins
+_FIT_OBJECT_OPTIONS = {"optimizer": OPTIMIZERS, "loss": LOSSES}
 
 
 
@@ -128,10 +130,10 @@ class TrainMagics(Magics):
                 raise UsageError(f"--resume continues the run bound to {args.out!r}, but there is none. Give a "
                                  "checkpoint directory (--resume DIR), or run the fit once first.")
             options["resume"] = previous
-        for name in _FIT_OBJECT_OPTIONS:
+        for name, built_in in _FIT_OBJECT_OPTIONS.items():
             value = options.get(name)
-            if isinstance(value, str) and value in ns and not isinstance(ns[value], str):
-                options[name] = ns[value]
+            if isinstance(value, str) and value not in built_in and value in ns and not isinstance(ns[value], str):
+                options[name] = ns[value]  # a built-in name always means the built-in
         return model, data, options
 
     def _check_out(self, args) -> None:
