@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = train(rest)
     except JupyterLLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     final = {k: v[-1] for k, v in run.history.items() if v}
     if run.test_metrics:
@@ -41,10 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def one_line(exc: Exception) -> str:
+    """The message on one line: a shell user reads the error, never a traceback or a wrapped paragraph."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def train(argv: list[str]):
     import shlex
 
     from jupyter_llm import models
+    from jupyter_llm.config import make_config
     from jupyter_llm.data.coerce import as_dataset
     from jupyter_llm.data.text import TextCorpus
     from jupyter_llm.fitting import fit
@@ -53,12 +59,13 @@ def train(argv: list[str]):
     args = parse_train_line(shlex.join(argv), prog="python -m jupyter_llm train")
     options = dict(args.fit_options)
     options.setdefault("display", "text")
+    config = make_config(**options)  # checked before the model is built from --seed or any data is read
     from jupyter_llm.datasets import load
 
     dataset = load(args.data)
     if not isinstance(dataset, TextCorpus):
         dataset = as_dataset(dataset)
-    model = models.build(args.model, dataset, seed=options.get("seed", 0))
+    model = models.build(args.model, dataset, seed=config.seed)
     return fit(model, dataset, **options)
 
 

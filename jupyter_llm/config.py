@@ -9,9 +9,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from jupyter_llm.errors import ConfigError
 
@@ -20,6 +23,10 @@ LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
 DISPLAYS = ("auto", "widget", "html", "text", "none")
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("constant", "cosine", "exponential", "step", "onecycle")
+MAX_SEED = 2**63 - 1  # jax.random.key takes a C long: a larger seed ends in an OverflowError deep in the fit
+MAX_INT32 = 2**31 - 1  # counts that reach the compiled step as int32 arguments
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # training computes in float32: beyond this a value becomes inf
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # and below this (the smallest normal float32) it becomes 0
 
 
 def _opt(default, help, choices=None, cli=True, **extra):
@@ -82,9 +89,10 @@ class FitConfig:
     report_every: float = _opt(0.25, "seconds between reads of the training metrics from the device")
 
     def __post_init__(self):
-        for name, minimum in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("seed", 0), ("keep", 1),
-                              ("skip_nonfinite", 0)):
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("keep", 1), ("skip_nonfinite", 0)):
             _check_int(self, name, minimum=minimum)
+        _check_int(self, "accumulate", minimum=1, maximum=MAX_INT32)
+        _check_int(self, "seed", minimum=0, maximum=MAX_SEED, why=" (2**63 - 1, the largest seed JAX takes)")
         for name in ("steps", "eval_every", "eval_batches", "block_size", "steps_per_dispatch", "decay_every",
                      "sample_every",
                      "save_every", "profile"):
@@ -97,8 +105,8 @@ class FitConfig:
         _check_float(self, "momentum", minimum=0.0, maximum=1.0)
         _check_float(self, "beta2", minimum=0.0, maximum=1.0)
         _check_float(self, "weight_decay", minimum=0.0)
-        _check_float(self, "warmup", minimum=0.0)
-        _check_float(self, "report_every", minimum=0.0)
+        _check_float(self, "warmup", minimum=0.0, on_device=False)
+        _check_float(self, "report_every", minimum=0.0, on_device=False)
         _check_float(self, "min_lr", minimum=0.0)
         _check_float(self, "decay_factor", minimum=0.0, maximum=1.0, strict=True)
         _check_float(self, "label_smoothing", minimum=0.0, maximum=1.0)
@@ -108,7 +116,7 @@ class FitConfig:
             raise ConfigError(f"--min-lr {self.min_lr} must be below --lr {self.lr} for a decaying schedule.")
         if self.clip is not None:
             _check_float(self, "clip", minimum=0.0, strict=True)
-        _check_float(self, "val_split", minimum=0.0, maximum=1.0)
+        _check_float(self, "val_split", minimum=0.0, maximum=1.0, on_device=False)
         if not self.val_split < 1.0:
             raise ConfigError(f"--val-split {self.val_split} leaves no training data; use a fraction like 0.2.")
         if not isinstance(self.keep_best, bool):
@@ -152,23 +160,30 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _check_int(cfg, name, minimum=None):
+def _check_int(cfg, name, minimum=None, maximum=None, why=""):
+    """Any integer (Python or NumPy, not bool) or a whole float, stored as a Python int."""
     v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int):
-        if isinstance(v, float) and v.is_integer():
-            object.__setattr__(cfg, name, int(v))
-            v = int(v)
-        else:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not float(v).is_integer():
             raise ConfigError(f"{_flag(name)} must be a whole number, got {v!r}.")
+    v = int(v)
+    object.__setattr__(cfg, name, v)
     if minimum is not None and v < minimum:
         raise ConfigError(f"{_flag(name)} must be at least {minimum}, got {v}.")
+    if maximum is not None and v > maximum:
+        raise ConfigError(f"{_flag(name)} must be at most {maximum}{why}, got {v}.")
 
 
-def _check_float(cfg, name, minimum=None, maximum=None, strict=False):
+def _check_float(cfg, name, minimum=None, maximum=None, strict=False, on_device=True):
+    """Any real number (Python or NumPy, not bool), stored as a Python float; `on_device` values must also hold
+    in float32, where an overflow becomes inf (a NaN loss) and an underflow 0 (a fit that learns nothing)."""
     v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise ConfigError(f"{_flag(name)} must be a number, got {v!r}.")
-    v = float(v)
+    try:
+        v = float(v)
+    except OverflowError:  # an int beyond float64
+        v = math.copysign(math.inf, v)
     object.__setattr__(cfg, name, v)
     if not math.isfinite(v):
         raise ConfigError(f"{_flag(name)} must be finite, got {v}.")
@@ -177,6 +192,17 @@ def _check_float(cfg, name, minimum=None, maximum=None, strict=False):
         raise ConfigError(f"{_flag(name)} must be {bound} {minimum}, got {v}.")
     if maximum is not None and v > maximum:
         raise ConfigError(f"{_flag(name)} must be at most {maximum}, got {v}.")
+    if on_device:
+        _check_float32(name, v, positive=strict and minimum == 0.0)
+
+
+def _check_float32(name, v: float, positive: bool) -> None:
+    if abs(v) > FLOAT32_MAX:
+        raise ConfigError(f"{_flag(name)} {v:g} is too large for float32, the precision training computes in "
+                          f"(its largest value is {FLOAT32_MAX:.3g}); use a smaller value.")
+    if positive and v < FLOAT32_TINY:
+        raise ConfigError(f"{_flag(name)} {v:g} is too small for float32, the precision training computes in: "
+                          f"below {FLOAT32_TINY:.3g} it is rounded or flushed to 0. Use a larger value.")
 
 
 def _check_choice(cfg, name, choices, allow_object=False, allow_none=False):

@@ -99,6 +99,11 @@ def _typed(opt: Option):
             return text
         if text.lower() in ("none", "auto", "off") and opt.default is None:  # options that may be left unset
             return None
+        if opt.type is int:
+            try:
+                return int(text)  # exact: through a float, a seed like 2**63 - 1 would come out as 2**63
+            except ValueError:
+                pass  # '1e3' is a whole number too
         try:
             value = float(text)
         except ValueError:

@@ -40,6 +40,7 @@ class PreparedFit:
         self.placement = data_parallel(config.batch_size)
         self.graphdef_train, self.params, self.rest = split_model(model, train=True)
         self.graphdef_eval, _, _ = split_model(model, train=False)
+        self._check_trainable()
         self.source = self._make_source()
         out_shape = self._check_model_input(self.source.example)
         y = self.source.labels
@@ -88,6 +89,14 @@ class PreparedFit:
         return ArraySource(self.dataset, c.batch_size, self.placement)
 
     # -- checks ----------------------------------------------------------------------------------------------
+    def _check_trainable(self) -> None:
+        """A model without parameters would 'complete' a fit at its initial loss, having learned nothing."""
+        if count_params(self.params) == 0:
+            raise ModelError(f"{type(self.model).__name__} has no trainable parameters (no nnx.Param), so a fit "
+                             "would change nothing. Give it layers with weights, e.g. nnx.Linear(..., rngs=rngs), or "
+                             "wrap its weights in nnx.Param (plain arrays and other nnx.Variable kinds are not "
+                             "trained).")
+
     def _check_model_input(self, example: np.ndarray) -> tuple:
         in_features = getattr(self.model, "in_features", None)
         per_example = int(np.prod(example.shape[1:]))
@@ -119,7 +128,8 @@ class PreparedFit:
         """The loss and metrics applied, abstractly, to a batch of the model's outputs and labels."""
         user = callable(self.config.loss)
         if self.loss_name in LOSSES and not user:
-            check_labels_fit(self.loss_name, out_shape, y, inferred=self.config.loss is None)
+            check_labels_fit(self.loss_name, out_shape, y, inferred=self.config.loss is None,
+                             given_as=getattr(self.dataset, "meta", {}).get("labels_given_as"))
         outs = jax.ShapeDtypeStruct((2, *out_shape[1:]), self.out_dtype)
         labels = jax.ShapeDtypeStruct((2, *y.shape[1:]), y.dtype)
         shapes = (f"outputs of shape {tuple(out_shape[1:])} and labels of shape {tuple(y.shape[1:])} ({y.dtype}) "

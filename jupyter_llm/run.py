@@ -98,7 +98,7 @@ class Run:
             split = split_or_arrays.test or split_or_arrays.validation or split_or_arrays.train
         else:
             split = split_or_arrays
-        x, y = check_split(split, "evaluation")
+        x, y = check_split(split, "evaluation", required=True)
         self._check_like_training(x, y, "evaluation")
         batch = min(self.config.batch_size * 8, len(x))
         idx, w = ordered_plan(len(x), batch)

@@ -27,6 +27,7 @@ import csv
 import hashlib
 import io
 import json
+import numbers
 import os
 import re
 import shutil
@@ -183,7 +184,7 @@ def _build_tokenizer(tokenizer, texts: Sequence[str], max_vocab: int):
             return WordTokenizer.train(texts, max_vocab=max_vocab)
         if tokenizer in ("char", "bpe"):
             # The tokenizer's corpus: the training texts, one per line.
-            return PaddedTokenizer(make_tokenizer(tokenizer, "\n".join(texts), max_vocab))
+            return PaddedTokenizer(make_tokenizer(tokenizer, "\n".join(texts), max_vocab, name="max_vocab"))
         raise ConfigError(f"Unknown tokenizer {tokenizer!r}; use 'word', 'char' or 'bpe', or pass a tokenizer "
                           "object (e.g. the meta['tokenizer'] of another data set).")
     if isinstance(tokenizer, (WordTokenizer, PaddedTokenizer)):
@@ -385,7 +386,7 @@ def _check_options(max_len, val_fraction, test_fraction, max_vocab):
     if isinstance(max_vocab, bool) or not isinstance(max_vocab, (int, np.integer)) or max_vocab < 1:
         raise ConfigError(f"max_vocab must be a positive integer, got {max_vocab!r}.")
     for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0.0 <= f < 1.0:
+        if not isinstance(f, numbers.Real) or isinstance(f, bool) or not 0.0 <= f < 1.0:
             raise ConfigError(f"{name} must be a fraction in [0, 1), got {f!r}.")
     if val_fraction + test_fraction >= 1.0:
         raise ConfigError(f"val_fraction + test_fraction = {val_fraction + test_fraction:g} leaves nothing to "

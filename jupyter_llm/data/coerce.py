@@ -6,6 +6,7 @@ mismatched lengths, non-numeric or NaN inputs, empty splits, labels out of range
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -23,7 +24,9 @@ _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validati
 def as_dataset(data: Any, *, val_split: float = 0.0, seed: int = 0) -> Dataset:
     """Coerce, check, and (with `val_split`) carve a validation split from train."""
     ds = _coerce(data)
-    ds = ds.replace(train=check_split(ds.train, "train"),
+    if _labels_are_bool(ds.train):
+        ds = ds.replace(meta={**ds.meta, "labels_given_as": "bool"})  # so messages call them bool, not floats
+    ds = ds.replace(train=check_split(ds.train, "train", required=True),
                     validation=check_split(ds.validation, "validation"),
                     test=check_split(ds.test, "test"))
     _check_splits_agree(ds)
@@ -51,6 +54,11 @@ def _coerce(data: Any) -> Dataset:
         if unknown or "train" not in data:
             raise DataError(f"A data dict needs a 'train' entry and may have 'validation' and 'test'; "
                             f"got keys {sorted(map(str, data))}.")
+        for key, value in data.items():
+            if value is None:
+                fix = "" if _SPLIT_ALIASES[key] == "train" else f", or leave the {key!r} key out"
+                raise DataError(f"The {key!r} entry of the data dict is None; a split must be an (x, y) pair of "
+                                f"arrays, e.g. {{{key!r}: (x, y)}}{fix}.")
         splits = {_SPLIT_ALIASES[k]: v for k, v in data.items()}
         return Dataset(train=splits["train"], validation=splits.get("validation"), test=splits.get("test"))
     if isinstance(data, (tuple, list)) and len(data) == 2:
@@ -72,18 +80,54 @@ def as_array(a, what: str) -> np.ndarray:
         raise DataError(f"{what} have dtype {arr.dtype}{kind}; they must be real numeric values (float or int). "
                         "Convert them, e.g. with np.asarray(x, dtype=np.float32).")
     if arr.dtype.kind == "b" or (arr.dtype.kind == "f" and arr.dtype != np.float32):
+        if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+            _check_fits(arr, np.float32, what)
         arr = aligned.astype(arr, np.float32)  # our own copy: aligned, so the CPU device uses it in place
     elif arr.dtype.kind in "iu" and arr.dtype.itemsize > 4:
+        _check_fits(arr, np.int32, what)
         arr = aligned.astype(arr, np.int32)
     return arr
 
 
-def check_split(split, name: str):
+def _check_fits(arr: np.ndarray, dtype, what: str) -> None:
+    """Values checked in their own dtype before the narrowing cast: a label of 2**32 + y would otherwise wrap round
+    to y and train as y, and a float beyond float32 would become inf."""
+    if arr.size == 0:
+        return
+    floats = np.dtype(dtype).kind == "f"
+    info, exact = (np.finfo(dtype), float) if floats else (np.iinfo(dtype), int)
+    lo, hi, least, most = exact(arr.min()), exact(arr.max()), exact(info.min), exact(info.max)
+    if not (lo < least or hi > most) or (floats and not (math.isfinite(lo) and math.isfinite(hi))):
+        return  # in range, or NaN / inf values, which check_split names
+    if floats:
+        raise DataError(f"{what} range over [{lo:.4g}, {hi:.4g}], beyond float32 (largest {most:.4g}), the "
+                        "precision training uses; rescale them, e.g. standardise with (x - x.mean()) / x.std().")
+    fix = ("class labels must be integers 0..k-1: renumber them, e.g. np.unique(y, return_inverse=True)[1]"
+           if "labels" in what else "rescale them, or convert them with x.astype(np.float32)")
+    raise DataError(f"{what} range over [{lo}, {hi}], beyond the 32-bit integers training uses "
+                    f"([{least}, {most}]); {fix}.")
+
+
+def _labels_are_bool(split) -> bool:
+    """Whether the train labels are bool: they become float32, but the user still has (and should hear of) bool."""
+    if not isinstance(split, (tuple, list)) or len(split) != 2:
+        return False
+    dtype = getattr(split[1], "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(split[1]).dtype
+        except Exception:  # noqa: BLE001 - unreadable labels: check_split says so
+            return False
+    return np.dtype(dtype).kind == "b"
+
+
+def check_split(split, name: str, required: bool = False):
     """An (x, y) pair as arrays of matching length, or a one-line DataError saying what is wrong."""
-    if split is None:
+    if split is None and not required:
         return None
     if not isinstance(split, (tuple, list)) or len(split) != 2:
-        raise DataError(f"The {name} split must be an (x, y) pair of arrays, got {type(split).__name__}.")
+        raise DataError(f"The {name} split must be an (x, y) pair of arrays (inputs and labels), got "
+                        f"{_describe_split(split)}.")
     x = as_array(split[0], f"The {name} inputs")
     y = as_array(split[1], f"The {name} labels")
     if x.ndim == 0 or y.ndim == 0:
@@ -100,6 +144,15 @@ def check_split(split, name: str):
                 raise DataError(f"The {name} {what} contain {bad} NaN or infinite values (first in example {first}); "
                                 "clean or impute them before training, e.g. np.nan_to_num(x).")
     return (x, y)
+
+
+def _describe_split(split) -> str:
+    if split is None:
+        return "None"
+    if isinstance(split, (tuple, list)):
+        n = len(split)
+        return f"{a_or_an(type(split).__name__)} of {n} item{'' if n == 1 else 's'}"
+    return a_or_an(type(split).__name__)
 
 
 def _check_splits_agree(ds: Dataset) -> None:

@@ -7,6 +7,7 @@ parts never overlap. Batches are random windows drawn on the device during the f
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,15 +77,12 @@ def text(source, *, tokenizer="char", block_size: int = 64, val_fraction: float 
     """A TextCorpus from a local file path or a string of text."""
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(f"jl.datasets.text takes a file path or a string of text, got {type(source).__name__}.")
+    block_size, val_fraction = _check_options(block_size, val_fraction)
     is_path = isinstance(source, os.PathLike) or _looks_like_path(source)
     body = read_text(source) if is_path else str(source)
     label = name or (Path(str(source)).stem if is_path else "text")
     if not body.strip():
         raise DataError(f"The text {label!r} is empty; a language model needs a corpus to learn from.")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}.")
-    if block_size < 1:
-        raise ConfigError(f"block_size must be at least 1, got {block_size}.")
     tok = make_tokenizer(tokenizer, body, vocab_size)
     ids = tok.encode(body)
     n_val = int(len(ids) * val_fraction)
@@ -97,3 +95,16 @@ def text(source, *, tokenizer="char", block_size: int = 64, val_fraction: float 
             raise DataError(f"The {part} part of {label!r} has {len(arr)} tokens, not more than block_size="
                             f"{block_size}; use a longer text, a smaller block_size or a different val_fraction.")
     return TextCorpus(train=train, validation=val, tokenizer=tok, name=label, block_size=block_size)
+
+
+def _check_options(block_size, val_fraction) -> tuple[int, float]:
+    """(block_size, val_fraction) as int and float, checked before the text is read or a tokenizer trained."""
+    whole = isinstance(block_size, numbers.Integral) or (isinstance(block_size, numbers.Real)
+                                                         and float(block_size).is_integer())
+    if isinstance(block_size, bool) or not whole or block_size < 1:
+        raise ConfigError(f"block_size must be a positive whole number (tokens per training window), got "
+                          f"{block_size!r}.")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be a number in [0, 1) (the share of the text kept for validation), "
+                          f"got {val_fraction!r}.")
+    return int(block_size), float(val_fraction)

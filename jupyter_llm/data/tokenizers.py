@@ -7,10 +7,14 @@ the fit did — no pickle. BPE is trained on the corpus itself with Hugging Face
 from __future__ import annotations
 
 import json
+import numbers
 
 import numpy as np
 
 from jupyter_llm.errors import ConfigError, DataError
+
+BPE_MIN_VOCAB = 256  # byte-level BPE starts from the 256 byte values; merges only add to them
+BPE_MAX_VOCAB = 2**20  # `tokenizers` reserves memory for the whole vocabulary up front: near 2**32 it aborts Python
 
 
 class CharTokenizer:
@@ -57,7 +61,9 @@ class BPETokenizer:
         self._tok = tokenizer
 
     @classmethod
-    def train(cls, text: str, vocab_size: int = 512) -> "BPETokenizer":
+    def train(cls, text: str, vocab_size: int = 512, *, name: str = "vocab_size") -> "BPETokenizer":
+        """`name`: how the caller spells the size (`max_vocab` in text_classification), for the error message."""
+        vocab_size = check_bpe_vocab_size(vocab_size, name)
         try:
             from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         except ImportError:
@@ -88,13 +94,29 @@ class BPETokenizer:
         return f"BPETokenizer(vocab_size={self.vocab_size})"
 
 
-def make_tokenizer(kind, text: str, vocab_size: int | None = None):
+def check_bpe_vocab_size(vocab_size, name: str = "vocab_size") -> int:
+    """A size byte-level BPE can honour: below 256 `tokenizers` silently gives 256, a negative one overflows."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral):
+        raise ConfigError(f"{name} must be a whole number (the BPE vocabulary size, at least {BPE_MIN_VOCAB}), got "
+                          f"{vocab_size!r}.")
+    if vocab_size < BPE_MIN_VOCAB:
+        raise ConfigError(f"{name} must be at least {BPE_MIN_VOCAB} for byte-level BPE, got {vocab_size}: its "
+                          f"vocabulary starts with the {BPE_MIN_VOCAB} byte values and merges add to them. Use e.g. "
+                          f"{name}=512.")
+    if vocab_size > BPE_MAX_VOCAB:
+        raise ConfigError(f"{name} must be at most {BPE_MAX_VOCAB} for byte-level BPE, got {vocab_size}: the "
+                          "tokenizers library reserves memory for the whole vocabulary before training.")
+    return int(vocab_size)
+
+
+def make_tokenizer(kind, text: str, vocab_size: int | None = None, *, name: str = "vocab_size"):
+    """A tokenizer trained on `text`; `name` is how the caller spells `vocab_size`, for error messages."""
     if not isinstance(kind, str):
         return kind  # an already built tokenizer
     if kind == "char":
         return CharTokenizer.train(text)
     if kind == "bpe":
-        return BPETokenizer.train(text, vocab_size or 512)
+        return BPETokenizer.train(text, 512 if vocab_size is None else vocab_size, name=name)
     raise ConfigError(f"Unknown tokenizer {kind!r}; use 'char' or 'bpe'.")
 
 

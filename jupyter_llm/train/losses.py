@@ -126,10 +126,23 @@ def _looks_like_distributions(y) -> bool:
     return bool(((rows >= 0) & (rows <= 1)).all()) and bool(abs(rows.sum(-1) - 1).max() < 1e-3)
 
 
-def check_labels_fit(loss_name: str, out_shape: tuple, y, inferred: bool) -> None:
+def _scalar_labels_message(y, n_out: int, given_as: str | None) -> str:
+    """Float (or bool) labels, one per example, for a model with several outputs: mse was inferred."""
+    if given_as == "bool":
+        return (f"The labels are bool of shape {tuple(y.shape)} (they train as 0/1 floats), so the loss defaulted to "
+                f"mean squared error, but the model outputs {n_out} values per example. For classification pass "
+                "integer class labels, y.astype(int), to a model with num_classes=2.")
+    return (f"The labels are floats of shape {tuple(y.shape)}, so the loss defaulted to mean squared error, but the "
+            f"model outputs {n_out} values per example. For classification pass integer class labels "
+            "(y.astype(int)); for regression build the model with one output.")
+
+
+def check_labels_fit(loss_name: str, out_shape: tuple, y, inferred: bool, given_as: str | None = None) -> None:
     """The labels' shape and dtype against the loss and the model's outputs, before anything is compiled: a
-    mismatch otherwise surfaces as a broadcasting error deep inside the traced step."""
+    mismatch otherwise surfaces as a broadcasting error deep inside the traced step. `given_as`: the dtype the user
+    passed when it differs from `y`'s (bool labels arrive as float32), so messages name what the user has."""
     per_out, per_y = tuple(out_shape[1:]), tuple(y.shape[1:])
+    dtype = given_as or str(y.dtype)
     n_out, n_y = math.prod(per_out), math.prod(per_y)
     integer = jnp.issubdtype(y.dtype, jnp.integer)
     if loss_name == "cross_entropy":
@@ -144,15 +157,13 @@ def check_labels_fit(loss_name: str, out_shape: tuple, y, inferred: bool) -> Non
             raise DataError(f"The model outputs scores of shape {per_out} per example, so integer class labels "
                             f"must have shape {per_out[:-1] or '()'} per example; they have {per_y}.")
         raise DataError(f"Cross-entropy takes integer class labels, or one-hot / soft labels of the outputs' shape "
-                        f"{per_out} per example; the labels are {y.dtype} of shape {per_y} per example. For class "
+                        f"{per_out} per example; the labels are {dtype} of shape {per_y} per example. For class "
                         "labels pass y.astype(int).")
     if n_y == n_out:
         return  # mse and binary cross-entropy compare element by element (labels reshaped to the outputs)
     if loss_name == "mse":
         if inferred and not integer and n_out > 1 and n_y == 1:
-            raise DataError(f"The labels are floats of shape {tuple(y.shape)}, so the loss defaulted to mean squared "
-                            f"error, but the model outputs {n_out} values per example. For classification pass "
-                            "integer class labels (y.astype(int)); for regression build the model with one output.")
+            raise DataError(_scalar_labels_message(y, n_out, given_as))
         if inferred and not integer and n_out > 1 and len(per_y) == 1 and _looks_like_distributions(y):
             raise DataError(f"The labels look one-hot (or soft) over {n_y} classes, but the model outputs {n_out} "
                             f"values per example; build it with num_classes={n_y}.")
