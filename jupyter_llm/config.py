@@ -193,15 +193,16 @@ def _check_float(cfg, name, minimum=None, maximum=None, strict=False, on_device=
     if maximum is not None and v > maximum:
         raise ConfigError(f"{_flag(name)} must be at most {maximum}, got {v}.")
     if on_device:
-        _check_float32(name, v, positive=strict and minimum == 0.0)
+        check_float32(_flag(name), v, positive=strict and minimum == 0.0)
 
 
-def _check_float32(name, v: float, positive: bool) -> None:
+def check_float32(what: str, v: float, positive: bool) -> None:
+    """A value used on the device holds in float32: not inf, and (where it must be positive) not flushed to 0."""
     if abs(v) > FLOAT32_MAX:
-        raise ConfigError(f"{_flag(name)} {v:g} is too large for float32, the precision training computes in "
+        raise ConfigError(f"{what} {v:g} is too large for float32, the precision training computes in "
                           f"(its largest value is {FLOAT32_MAX:.3g}); use a smaller value.")
     if positive and v < FLOAT32_TINY:
-        raise ConfigError(f"{_flag(name)} {v:g} is too small for float32, the precision training computes in: "
+        raise ConfigError(f"{what} {v:g} is too small for float32, the precision training computes in: "
                           f"below {FLOAT32_TINY:.3g} it is rounded or flushed to 0. Use a larger value.")
 
 

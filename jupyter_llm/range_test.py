@@ -17,6 +17,7 @@ import optax
 from flax import nnx
 
 from jupyter_llm import events as ev
+from jupyter_llm.config import check_float32
 from jupyter_llm.errors import ConfigError
 
 _OPTIMIZERS = {
@@ -78,6 +79,8 @@ def lr_find(model: nnx.Module, data, *, min_lr: float = 1e-7, max_lr: float = 10
 
     if not 0 < min_lr < max_lr:
         raise ConfigError(f"lr_find needs 0 < min_lr < max_lr, got min_lr={min_lr}, max_lr={max_lr}.")
+    for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
+        check_float32(f"lr_find's {name}", float(value), positive=True)
     if optimizer not in _OPTIMIZERS:
         raise ConfigError(f"lr_find optimizer must be one of {', '.join(_OPTIMIZERS)}, got {optimizer!r}.")
     if steps < 5:

@@ -263,3 +263,26 @@ def test_bool_labels_are_called_bool():
 def test_bool_labels_in_the_magic(ipython):
     message = magic_error(ipython, "--data other", other=(X, Y > 0))
     assert "labels are bool" in message and "y.astype(int)" in message
+
+
+# -- neighbours outside jl.fit: the sampling seed of %generate and the range test's learning rates -------------------
+@pytest.mark.parametrize("seed", [2**64, -1, 1.5])
+def test_generate_seed_beyond_jax_range_is_refused(seed):
+    from jupyter_llm.models import GPT
+    from jupyter_llm.models.generate import generate
+
+    model = GPT.from_preset("gpt-char-tiny", vocab_size=11, rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match=r"seed must be a whole number from 0 to 9223372036854775807"):
+        generate(model, np.array([1, 2]), 3, seed=seed)
+
+
+@pytest.mark.parametrize("options,expected", [
+    ({"min_lr": 1e-50}, "lr_find's min_lr 1e-50 is too small for float32"),
+    ({"max_lr": 1e39}, "lr_find's max_lr 1e+39 is too large for float32"),
+])
+def test_lr_find_rates_beyond_float32_are_refused(options, expected):
+    model = small_mlp()
+    before = params_of(model)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        jl.lr_find(model, (X, Y), steps=5, **options)
+    assert all(np.array_equal(a, b) for a, b in zip(before, params_of(model)))

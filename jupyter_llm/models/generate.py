@@ -17,6 +17,7 @@ the context fits.
 
 from __future__ import annotations
 
+import numbers
 from functools import partial
 from typing import Iterator
 
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jupyter_llm.config import MAX_SEED
 from jupyter_llm.errors import ConfigError, DataError, ModelError
 
 
@@ -35,7 +37,7 @@ def generate(model, prompt_ids, max_new_tokens: int, *, temperature: float = 1.0
     `temperature` 0 is greedy (arg-max) decoding; `top_k` keeps only the k most likely tokens at each step.
     The same seed gives the same tokens (also the same as `generate_stream` with that seed).
     """
-    graphdef, state, carry, top_k = _start(model, prompt_ids, max_new_tokens, temperature, top_k)
+    graphdef, state, carry, top_k = _start(model, prompt_ids, max_new_tokens, temperature, top_k, seed)
     if int(max_new_tokens) == 0:
         return np.zeros((0,), np.int32)
     out, _ = _decode(graphdef, state, carry, jnp.float32(temperature), jax.random.key(seed),
@@ -50,7 +52,7 @@ def generate_stream(model, prompt_ids, max_new_tokens: int, *, temperature: floa
     carrying the cache; the concatenated chunks equal `generate(...)` with the same arguments."""
     if int(chunk) < 1:
         raise ConfigError(f"chunk must be a positive number of tokens, got {chunk!r}.")
-    graphdef, state, carry, top_k = _start(model, prompt_ids, max_new_tokens, temperature, top_k)
+    graphdef, state, carry, top_k = _start(model, prompt_ids, max_new_tokens, temperature, top_k, seed)
     key, temp, left = jax.random.key(seed), jnp.float32(temperature), int(max_new_tokens)
     while left > 0:
         out, carry = _decode(graphdef, state, carry, temp, key, steps=int(chunk), top_k=top_k)
@@ -58,7 +60,7 @@ def generate_stream(model, prompt_ids, max_new_tokens: int, *, temperature: floa
         left -= chunk
 
 
-def _start(model, prompt_ids, max_new_tokens, temperature, top_k):
+def _start(model, prompt_ids, max_new_tokens, temperature, top_k, seed):
     """Validate the arguments and prefill the cache with the prompt. Returns (graphdef, state, loop state, top_k
     as a plain int no larger than the vocabulary, or None)."""
     if not (hasattr(model, "decode") and hasattr(model, "init_cache") and hasattr(model, "config")):
@@ -69,6 +71,9 @@ def _start(model, prompt_ids, max_new_tokens, temperature, top_k):
         raise ConfigError(f"temperature must be >= 0 (0 is greedy), got {temperature!r}.")
     if top_k is not None and int(top_k) < 1:
         raise ConfigError(f"top_k must be a positive integer or None, got {top_k!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED} (2**63 - 1, the largest seed JAX "
+                          f"takes), got {seed!r}.")
     prompt = np.asarray(prompt_ids).reshape(-1)
     vocab, block = model.config.vocab_size, model.config.block_size
     if prompt.size == 0:
