@@ -24,7 +24,7 @@ from jupyter_llm.train import host_memory
 from jupyter_llm.train import loop as loop_mod
 from jupyter_llm.train.losses import LOSSES, check_labels_fit, resolve_loss, smoothed
 from jupyter_llm.train.monitor import Monitor
-from jupyter_llm.train.optim import make_optimizer, optimizer_key
+from jupyter_llm.train.optim import make_optimizer
 from jupyter_llm.train.sharding import data_parallel
 from jupyter_llm.train.state import count_params, init_state, split_model
 from jupyter_llm.train.step import make_step_fns
@@ -56,7 +56,7 @@ class PreparedFit:
         src = self.source
         self.steps_total = config.steps or config.epochs * src.steps_per_epoch
         self.epochs = -(-self.steps_total // src.steps_per_epoch)
-        self.tx, self.schedule = make_optimizer(config, self.steps_total)
+        self.optimizer = make_optimizer(config, self.steps_total)
         self.monitor = Monitor.from_config(config, self.logged_names())
         self.flops_estimate = 6.0 * count_params(self.params) * src.units_per_step
         eval_every = config.eval_every if isinstance(src, ArraySource) else None
@@ -181,7 +181,7 @@ class PreparedFit:
         shapes = tuple((k, tuple(a.shape), str(a.dtype)) for k, arrs in self.source.device.items()
                        for a in jax.tree.leaves(arrs))
         plans = tuple((k, tuple(p[0].shape)) for k, p in self.source.eval_plans.items())
-        return (self.graphdef_train, self.graphdef_eval, optimizer_key(self.config, self.steps_total), self.loss_name,
+        return (self.graphdef_train, self.graphdef_eval, self.optimizer.key, self.loss_name,
                 self.config.label_smoothing, self.config.skip_nonfinite, self.config.precision,
                 id(self.loss_fn) if self.loss_name not in ("cross_entropy", "mse", "binary_cross_entropy") else 0,
                 type(self.source), getattr(self.source, "block_size", None), self.k, self.config.batch_size,
@@ -195,14 +195,15 @@ class PreparedFit:
             self.steps, self.compiled, flops = _COMPILED[key]
             return ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=flops, cached=True)
         src = self.source
-        self.steps = make_step_fns(self.graphdef_train, self.graphdef_eval, self.tx, self.loss_fn, self.metrics,
+        self.steps = make_step_fns(self.graphdef_train, self.graphdef_eval, self.optimizer, self.loss_fn, self.metrics,
                                    self.k, self.placement, gather=src.gather,
                                    skip_nonfinite=self.config.skip_nonfinite, train_loss_fn=self.train_loss_fn,
                                    compute_dtype=jnp.bfloat16 if self.config.precision == "bf16" else None)
-        state = jax.eval_shape(lambda p, r: init_state(p, r, self.tx, copy=False), self.params, self.rest)
+        state = jax.eval_shape(lambda p, r: init_state(p, r, self.optimizer, copy=False), self.params, self.rest)
         plan = jax.jit(self._plan, out_shardings=self.placement.replicated)
         idx, w = jax.eval_shape(plan, self.data_key, 0, 1)
-        compiled = {"train": self.steps.train_chunk.lower(state, src.device["train"], idx, w, 0).compile(),
+        hyper = self.hyper(1.0)
+        compiled = {"train": self.steps.train_chunk.lower(state, src.device["train"], idx, w, 0, hyper).compile(),
                     "plan": plan.lower(self.data_key, 0, 1).compile()}
         for name, (pidx, pw) in src.eval_plans.items():
             compiled[name] = self.steps.eval_split.lower(self.params, self.rest, src.device[name], pidx, pw).compile()
@@ -224,10 +225,16 @@ class PreparedFit:
         return self.source.derive(_means(jax.device_get(sums)))  # host sync: once per evaluation
 
     def init_state(self):
-        return self.placement.put(init_state(self.params, self.rest, self.tx))
+        return self.placement.put(init_state(self.params, self.rest, self.optimizer))
 
-    def lr_at(self, step: int) -> float:
-        return float(self.schedule(step // self.config.accumulate))
+    def hyper(self, scale: float) -> dict:
+        """The optimizer's numbers as the compiled step takes them: float32 scalars on the device."""
+        numbers = {**self.optimizer.hyper, "scale": scale}
+        return self.placement.put({k: np.float32(v) for k, v in numbers.items()})
+
+    def lr_at(self, step: int, scale: float) -> float:
+        """The learning rate of the update at `step`, from the same formula the compiled step uses."""
+        return float(self.optimizer.lr(step, {**self.optimizer.hyper, "scale": scale}, np))
 
     def loop_plan(self, save=None) -> loop_mod.LoopPlan:
         plan_fn, src = self.compiled["plan"], self.source
@@ -237,7 +244,7 @@ class PreparedFit:
             steps_per_epoch=src.steps_per_epoch, steps_per_call=self.k, calls_per_epoch=self.calls_per_epoch,
             epochs=self.epochs, steps_total=self.steps_total, units_per_step=src.units_per_step,
             eval_every=self.eval_every, has_validation="validation" in src.eval_plans, derive=src.derive,
-            lr_at=self.lr_at if self.schedule is not None else None, monitor=self.monitor,
+            hyper=self.hyper, lr_at=self.lr_at if self.optimizer.scheduled else None, monitor=self.monitor,
             keep_best=self.config.keep_best, save=save, save_every=self.config.save_every,
             report_every=self.config.report_every, profile=self._profile(),
             sample=self._sample if self.config.sample_every else None, sample_every=self.config.sample_every)

@@ -110,7 +110,7 @@ def test_meta_is_frozen_at_save_and_must_be_json(tmp_path):
 
 def test_save_is_asynchronous(tmp_path):
     big = TrainState(params={"w": jax.random.normal(jax.random.key(0), (4096, 4096))}, rest={}, opt_state=(),
-                     step=jnp.int32(1), bad_step=jnp.int32(-1), skipped=jnp.int32(0), lr_scale=jnp.float32(1))
+                     step=jnp.int32(1), bad_step=jnp.int32(-1), skipped=jnp.int32(0))
     expected = np.asarray(big.params["w"]).copy()
     bump = jax.jit(lambda s: jax.tree.map(lambda a: a + 1, s), donate_argnums=0)
     with Checkpointer(tmp_path, asynchronous=True) as ckpt:
@@ -258,7 +258,7 @@ CHILD = textwrap.dedent("""
     with Checkpointer(directory, keep=2) as ckpt:
         while True:
             state = TrainState({{"w": base + step}}, {{"key": jax.random.key(step)}}, (), jnp.int32(step),
-                               jnp.int32(-1), jnp.int32(0), jnp.float32(1))
+                               jnp.int32(-1), jnp.int32(0))
             ckpt.save(step, state, {{"step": step}})
             print(step, flush=True)
             step += 1
@@ -272,7 +272,7 @@ def test_kill_during_save_leaves_newest_intact_step(tmp_path):
     directory = tmp_path / "ck"
     base = np.random.default_rng(0).standard_normal(N, dtype=np.float32)
     like = TrainState({"w": jax.ShapeDtypeStruct((N,), jnp.float32)}, {"key": jax.eval_shape(jax.random.key, 0)},
-                      (), *(jax.ShapeDtypeStruct((), d) for d in (jnp.int32, jnp.int32, jnp.int32, jnp.float32)))
+                      (), *(jax.ShapeDtypeStruct((), d) for d in (jnp.int32, jnp.int32, jnp.int32)))
     rng, start = random.Random(0), 1
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     for trial in range(2):  # 0: kill while a save is in flight; 1: kill at a random moment, after a resume

@@ -11,7 +11,7 @@ import jupyter_llm as jl
 from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig
 from jupyter_llm.errors import ConfigError
-from jupyter_llm.train.optim import make_schedule
+from jupyter_llm.train.schedule import learning_rate, schedule_numbers
 from tests.helpers import InterruptAt, mlp, params_of, same_params
 
 RNG = np.random.default_rng(0)
@@ -35,16 +35,63 @@ class Recorder:
         return [e for e in self.events if isinstance(e, kind)]
 
 
+def schedule_of(cfg, total):
+    numbers = schedule_numbers(cfg, total)
+    return lambda counts: learning_rate(np.asarray(counts), numbers)
+
+
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "exponential", "step", "onecycle"])
 def test_schedules_shape(schedule):
     cfg = FitConfig(lr=1e-2, schedule=schedule, warmup=10, min_lr=1e-4)
-    f = make_schedule(cfg, 100)
-    values = np.array([float(f(i)) for i in range(100)])
+    values = schedule_of(cfg, 100)(np.arange(100))
     assert values.max() == pytest.approx(1e-2, rel=1e-3)
     if schedule != "onecycle":
         assert values[0] < values[9] < values[10] * 1.0001  # linear warm-up to the peak
     if schedule != "constant":
         assert values[-1] < 0.5 * values.max() and values[-1] >= 1e-4 * 0.999 * (schedule != "onecycle")
+
+
+def optax_schedule(cfg, total):
+    """The Optax schedule each of ours is meant to equal (what the optimizer used before it took runtime numbers)."""
+    lr, floor = cfg.lr, cfg.min_lr
+    warmup = int(cfg.warmup * total) if 0 < cfg.warmup < 1 else int(cfg.warmup)
+    rest = max(total - warmup, 1)
+    if cfg.schedule == "onecycle":
+        return optax.cosine_onecycle_schedule(total, lr, pct_start=max(warmup / total, 0.05) if warmup else 0.3,
+                                              final_div_factor=lr / floor if floor else 1e4)
+    every = cfg.decay_every or max(rest // 3, 1)
+    main = {
+        "constant": lambda: optax.constant_schedule(lr),
+        "cosine": lambda: optax.cosine_decay_schedule(lr, rest, alpha=floor / lr),
+        "exponential": lambda: optax.exponential_decay(lr, rest, decay_rate=max(floor, lr * cfg.decay_factor) / lr,
+                                                       end_value=max(floor, lr * cfg.decay_factor)),
+        "step": lambda: (lambda c, f=optax.piecewise_constant_schedule(
+            lr, {b: cfg.decay_factor for b in range(every, rest, every)}): jax.numpy.maximum(f(c), floor)),
+    }[cfg.schedule]()
+    if not warmup:
+        return main
+    return optax.join_schedules([optax.linear_schedule(lr / warmup, lr, warmup), main], [warmup])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "exponential", "step", "onecycle"])
+def test_each_schedule_equals_optaxs_on_host_and_device(schedule):
+    """One formula serves the compiled step (jax.numpy, float32) and the history (numpy): both give Optax's values,
+    within float32 rounding, over warm-ups, floors and lengths — step boundaries included."""
+    import jax.numpy as jnp
+
+    for warmup in (0, 10, 0.25):
+        for min_lr in (0.0, 1e-4):
+            for total in (7, 100, 1000):
+                if warmup and (warmup if warmup >= 1 else int(warmup * total)) >= total:
+                    continue
+                cfg = FitConfig(lr=1e-2, schedule=schedule, warmup=warmup, min_lr=min_lr, decay_factor=0.3)
+                counts = np.arange(total + 5)
+                reference = np.array([float(optax_schedule(cfg, total)(int(c))) for c in counts])
+                numbers = schedule_numbers(cfg, total)
+                host = learning_rate(counts, numbers)
+                device = learning_rate(jnp.asarray(counts), {k: jnp.float32(v) for k, v in numbers.items()}, jnp)
+                np.testing.assert_allclose(host, reference, rtol=0, atol=3e-7 * cfg.lr)
+                np.testing.assert_allclose(np.asarray(device), reference, rtol=0, atol=3e-7 * cfg.lr)
 
 
 def test_lr_is_reported_and_follows_the_schedule():

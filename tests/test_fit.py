@@ -55,6 +55,31 @@ def test_second_fit_reuses_compiled_steps(small_data):
     assert seen[1].seconds < 0.5
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_changing_the_optimizers_numbers_or_the_length_does_not_recompile(small_data, optimizer):
+    """--lr, --clip, --weight-decay, the schedule and its numbers, --epochs and --steps are arguments of the compiled
+    step, not constants: a newcomer trying settings waits for one compile, not one per change. Each fit still
+    follows its own numbers (the reported learning rates differ)."""
+    seen, lrs = [], []
+
+    class Spy:
+        def on(self, event):
+            if isinstance(event, ev.CompileEnd):
+                seen.append(event.cached)
+            elif isinstance(event, ev.Progress) and event.lr is not None:
+                lrs.append(event.lr)
+
+    base = dict(optimizer=optimizer, clip=1.0, weight_decay=1e-4, batch_size=64, steps_per_dispatch=2,
+                display="none", sinks=[Spy()])
+    changes = [dict(epochs=1), dict(epochs=2, lr=3e-3), dict(epochs=1, clip=0.5), dict(epochs=1, weight_decay=0.1),
+               dict(steps=5, schedule="cosine", warmup=2, min_lr=1e-5), dict(epochs=3, schedule="onecycle"),
+               dict(steps=7, schedule="step", decay_every=2, decay_factor=0.5, lr=1e-2)]
+    runs = [jl.fit(mlp(hidden=(20,)), small_data, **{**base, **change}) for change in changes]
+    assert seen == [False] + [True] * (len(changes) - 1), seen
+    assert all(r.reason == "completed" for r in runs) and runs[4].step == 5 and runs[6].step == 7
+    assert len({round(lr, 9) for lr in lrs}) > 5
+
+
 def test_accepts_tuple_dict_dataset_and_jax_arrays(digits):
     x, y = digits.train
     for data in [(x[:256], y[:256]), (jnp.asarray(x[:256]), jnp.asarray(y[:256])),

@@ -7,7 +7,7 @@ folders this library wrote (`checkpoint_dir`). Each step is one directory::
     <directory>/<step>/                  renamed from <step>.orbax-checkpoint-tmp only once every file is written
         commit_success.txt, _CHECKPOINT_METADATA    Orbax's commit marker and step metadata
         state/                           the arrays (OCDBT / tensorstore), as a nested dict named by pytree path
-        info/metadata                    JSON: {"format": 1, "meta": <the caller's meta>, "leaves": [[name, shape,
+        info/metadata                    JSON: {"format": 2, "meta": <the caller's meta>, "leaves": [[name, shape,
                                          dtype, key_impl], ...]}
 
 The state's pytree structure is not stored: `restore(like)` takes it from `like`. Typed PRNG keys (`nnx.Rngs` streams)
@@ -43,7 +43,7 @@ from jupyter_llm.errors import ConfigError, JupyterLLMError, a_or_an
 from jupyter_llm.train import checkpoint_dir
 from jupyter_llm.train.interrupt import interrupts_held
 
-FORMAT = 1
+FORMAT = 2  # 2: the train state has no lr_scale (the loop's position keeps it)
 _STATE, _INFO = "state", "info"
 _REQUIRED_FILES = ("commit_success.txt", "_CHECKPOINT_METADATA", f"{_STATE}/_METADATA", f"{_INFO}/metadata")
 

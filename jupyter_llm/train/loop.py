@@ -39,15 +39,16 @@ class Position:
     epoch_sums: dict = field(default_factory=dict)  # metric sums of the epoch so far
     monitor: dict | None = None
     steps_per_call: int | None = None  # `call` counts chunks of this many steps
+    lr_scale: float = 1.0  # reduce-on-plateau's multiplier of the learning rate so far
 
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "call": self.call, "step": self.step, "epoch_sums": dict(self.epoch_sums),
-                "monitor": self.monitor, "steps_per_call": self.steps_per_call}
+                "monitor": self.monitor, "steps_per_call": self.steps_per_call, "lr_scale": self.lr_scale}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Position":
         return cls(d["epoch"], d["call"], d["step"], dict(d.get("epoch_sums") or {}), d.get("monitor"),
-                   d.get("steps_per_call"))
+                   d.get("steps_per_call"), float(d.get("lr_scale", 1.0)))
 
 
 @dataclass
@@ -55,8 +56,8 @@ class LoopPlan:
     """Everything the loop needs, prepared and compiled by `fit` (no JAX tracing happens in the loop, except
     `redo_chunk`'s the first time a fit has a chunk to redo)."""
 
-    train_chunk: Callable  # compiled (state, data, idx, w, start) -> (state, sums)
-    redo_chunk: Callable  # (state, data, idx, w, start) -> (state, sums): a held chunk, step by step
+    train_chunk: Callable  # compiled (state, data, idx, w, start, hyper) -> (state, sums)
+    redo_chunk: Callable  # (state, data, idx, w, start, hyper) -> (state, sums): a held chunk, step by step
     evaluate: Callable  # (state, split_name) -> dict of means
     plan_epoch: Callable  # (epoch, step_limit) -> (idx, w) on device
     train_data: Any
@@ -69,7 +70,8 @@ class LoopPlan:
     eval_every: int | None
     has_validation: bool
     derive: Callable = staticmethod(lambda metrics: metrics)  # adds e.g. perplexity from the loss
-    lr_at: Callable | None = None  # step -> scheduled learning rate (host-side), None when unknown
+    hyper: Callable = None  # lr scale -> the optimizer's numbers on the device (train/optim.py)
+    lr_at: Callable | None = None  # (step, lr scale) -> the learning rate (host-side), None when unknown
     monitor: Monitor | None = None
     keep_best: bool = False
     save: Callable | None = None  # (state, Position) -> None: a checkpoint at a save point
@@ -93,7 +95,8 @@ class Loop:
         self.elapsed = 0.0
         self.bad_step = -1
         self.skipped = 0
-        self.lr_scale = 1.0
+        self.lr_scale = self.start.lr_scale
+        self.hyper = plan.hyper(self.lr_scale)
         self.best = None  # (params, rest) at the monitor's best evaluation, with keep_best
         self._in_flight: collections.deque = collections.deque()  # (sums, chunk arguments) not yet waited for
         self.reason = ev.FAILED
@@ -142,7 +145,7 @@ class Loop:
         return out
 
     def _lr(self) -> float | None:
-        return None if self.plan.lr_at is None else float(self.plan.lr_at(self.step)) * self.lr_scale
+        return None if self.plan.lr_at is None else self.plan.lr_at(self.step, self.lr_scale)
 
     def events(self) -> Iterator[ev.Event]:
         plan, pos = self.plan, self.position
@@ -177,6 +180,7 @@ class Loop:
             pos.steps_per_call = plan.steps_per_call
             pos.epoch_sums = dict(epoch_sums)
             pos.monitor = plan.monitor.to_dict() if plan.monitor else None
+            pos.lr_scale = self.lr_scale
 
         profiler = _Profiler(*plan.profile, first_step=self.step) if plan.profile else None
         for epoch in range(self.start.epoch, plan.epochs):
@@ -190,9 +194,9 @@ class Loop:
                 first = call * plan.steps_per_call
                 if first >= limit:
                     break
-                self.state, sums = plan.train_chunk(self.state, plan.train_data, idx, w, first)
+                self.state, sums = plan.train_chunk(self.state, plan.train_data, idx, w, first, self.hyper)
                 pending.append(sums)
-                self._in_flight.append((sums, (idx, w, first)))
+                self._in_flight.append((sums, (idx, w, first, self.hyper)))
                 self._settle(pending, keep=MAX_IN_FLIGHT)  # bound how far the host runs ahead
                 before = self.step
                 self.step = epoch * plan.steps_per_epoch + min(first + plan.steps_per_call, limit)
@@ -277,9 +281,7 @@ class Loop:
             self.best = jax.tree.map(jnp.copy, (self.state.params, self.state.rest))  # device copy, async
         if decision.reduce_lr:
             self.lr_scale *= PLATEAU_FACTOR
-            scale = self.state.lr_scale
-            self.state = self.state._replace(lr_scale=jax.device_put(
-                np.float32(self.lr_scale), scale.sharding))
+            self.hyper = self.plan.hyper(self.lr_scale)
         return decision.stop
 
 

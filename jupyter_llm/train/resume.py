@@ -98,7 +98,7 @@ def resume_point(config, prepared):
         return None
     from jupyter_llm.run import Run
 
-    like = jax.eval_shape(lambda p, r: init_state(p, r, prepared.tx, copy=False), prepared.params, prepared.rest)
+    like = jax.eval_shape(lambda p, r: init_state(p, r, prepared.optimizer, copy=False), prepared.params, prepared.rest)
     if isinstance(source, EarlierRun):
         raise ConfigError("This config's resume= is a note of the Run it continued, not the Run: pass the Run itself "
                           "(resume=run) or a checkpoint directory.")
@@ -166,6 +166,9 @@ def _position_problem(position) -> str | None:
             return f"its position's {key} is {position.get(key)!r}, not a whole number >= 0"
     if not (position.get("steps_per_call") is None or _whole(position["steps_per_call"], 1)):
         return f"its position's steps_per_call is {position['steps_per_call']!r}"
+    scale = position.get("lr_scale", 1.0)
+    if not (_number(scale) and scale is not None and 0 < scale <= 1):
+        return f"its position's lr_scale is {scale!r}, not a number in (0, 1]"
     sums = position.get("epoch_sums") or {}
     if not (isinstance(sums, dict) and all(isinstance(k, str) and _number(v) for k, v in sums.items())):
         return "its position's epoch sums are not numbers"

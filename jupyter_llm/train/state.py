@@ -16,7 +16,6 @@ class TrainState(NamedTuple):
     step: jax.Array  # int32: training steps completed
     bad_step: jax.Array  # int32: first step whose loss or new weights were not finite; -1 while none was
     skipped: jax.Array  # int32: non-finite updates skipped so far (--skip-nonfinite)
-    lr_scale: jax.Array  # float32: multiplier of every update (reduce-on-plateau lowers it)
 
 
 def split_model(model: nnx.Module, *, train: bool):
@@ -31,12 +30,13 @@ def fresh_copy(tree):
     return jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, tree)
 
 
-def init_state(params, rest, tx, *, copy: bool = True) -> TrainState:
-    """A fresh train state; `copy=False` only for abstract evaluation (`jax.eval_shape`), where nothing is donated."""
+def init_state(params, rest, optimizer, *, copy: bool = True) -> TrainState:
+    """A fresh train state (`optimizer`: anything with `init(params)`, an `optim.Optimizer` or an optax
+    transformation); `copy=False` only for abstract evaluation (`jax.eval_shape`), where nothing is donated."""
     if copy:
         params, rest = fresh_copy(params), fresh_copy(rest)
-    return TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32),
-                      jnp.zeros((), jnp.int32), jnp.ones((), jnp.float32))
+    return TrainState(params, rest, optimizer.init(params), jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32),
+                      jnp.zeros((), jnp.int32))
 
 
 def count_params(params) -> int:

@@ -1,9 +1,11 @@
 """The compiled steps: the only place `jax.jit` is applied to training code.
 
-`train_chunk(state, data, idx, w, start)` runs up to K training steps in one dispatch, in one compiled loop: it
-gathers each batch from device-resident data with the epoch's index plan, so there is no host-to-device copy per
+`train_chunk(state, data, idx, w, start, hyper)` runs up to K training steps in one dispatch, in one compiled loop:
+it gathers each batch from device-resident data with the epoch's index plan, so there is no host-to-device copy per
 step, and it returns the metric *sums* of those steps as small device arrays that the host reads only at the display
-cadence.
+cadence. `hyper` holds the optimizer's numbers (the schedule's, the clipping norm, the weight decay, the plateau
+scale: `train/optim.py`); each step computes its learning rate from them, so they are arguments, not constants of
+the program.
 A step whose example weights are all zero (padding at the end of an epoch), or whose loss or new state is not finite,
 never reaches the weights, so they always hold the last finite update.
 
@@ -41,7 +43,7 @@ def gather_rows(data, idx):
 
 
 class StepFns(NamedTuple):
-    train_chunk: Callable  # (state, data, idx[S,B], w[S,B], start) -> (state, sums); sums["held"]: redo it
+    train_chunk: Callable  # (state, data, idx[S,B], w[S,B], start, hyper) -> (state, sums); sums["held"]: redo it
     redo_chunk: Callable  # the same chunk step by step, from the state a held chunk left (compiled on first use)
     eval_split: Callable  # (params, rest, data, idx[S,B], w[S,B]) -> sums
     predict: Callable  # (params, rest, x) -> outputs
@@ -54,7 +56,7 @@ def cast_floats(tree, dtype):
                                                                      jnp.floating) else a, tree)
 
 
-def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, steps_per_call: int, placement,
+def make_step_fns(graphdef_train, graphdef_eval, optimizer, loss_fn, metrics: dict, steps_per_call: int, placement,
                   gather: Gather = gather_rows, skip_nonfinite: int = 0, train_loss_fn=None,
                   compute_dtype=None) -> StepFns:
     """Build and jit the steps. `placement` (train/sharding.py) fixes every input's and output's sharding.
@@ -91,8 +93,9 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         out = model(x)
         return out, nnx.split(model, nnx.Param, ...)[2]
 
-    def forward_backward(state: TrainState, x, y, w):
-        """One optimizer step, unchecked: (advanced state, loss, grads, updates, metric sums)."""
+    def forward_backward(state: TrainState, x, y, w, hyper, lr):
+        """One optimizer step at learning rate `lr` (None for a user's optax object), unchecked: (advanced state,
+        loss, grads, updates, metric sums)."""
         wsum = jnp.sum(w)
         compute_params, xc = lowered(state.params, x)
 
@@ -103,8 +106,10 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
 
         (loss, (out, rest)), grads = jax.value_and_grad(objective, has_aux=True)(compute_params)
         grads = as_f32(grads)
+        tx = optimizer.tx_for(lr, hyper)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
+        if not optimizer.scheduled:  # a user's optax object: the plateau scale multiplies its updates
+            updates = jax.tree.map(lambda u: u * hyper["scale"].astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
         advanced = state._replace(params=params, rest=rest, opt_state=opt_state, step=state.step + 1)
         sums = batch_sums(jax.lax.stop_gradient(out), y, w)
@@ -126,15 +131,18 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
     sum_names = (*names, "count", "grad_norm", "update_ratio", "measured")
     zero_sums = {k: jnp.zeros((), jnp.float32) for k in sum_names}
 
-    def fast_chunk(state, data, idx_k, w_k, n_real):
+    def fast_chunk(state, data, idx_k, w_k, n_real, hyper):
         """The chunk's first `n_real` steps with no per-step branch: the common case (no padding inside the chunk,
         every loss finite). A loop with a dynamic trip count, so the short chunk at an epoch's end runs only its
         real steps. Returns whether every loss and the final state are finite; if not, the caller redoes the
         chunk carefully from the state it started with. The last step runs outside the loop so that its gradient
         health is measured without a branch or a carried copy of the gradients in every step."""
+        lrs = optimizer.lr(state.step + jnp.arange(steps_per_call), hyper, jnp)  # the chunk's, in one go
+
         def one(state, i):
             x, y = gather(data, idx_k[i])
-            return forward_backward(state, constrain(x), constrain(y), constrain(w_k[i]))
+            return forward_backward(state, constrain(x), constrain(y), constrain(w_k[i]), hyper,
+                                    None if lrs is None else lrs[i])
 
         def record(rows, i, sums):  # per-step rows, summed at the end exactly as the careful chunk sums its own
             return {k: rows[k].at[i].set(sums[k].astype(jnp.float32)) for k in rows}
@@ -154,9 +162,9 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         sums.update(grad_norm=grad_norm, update_ratio=update_ratio, measured=jnp.float32(1.0))
         return state, sums, fine
 
-    def careful_step(state: TrainState, x, y, w, measure):
+    def careful_step(state: TrainState, x, y, w, measure, hyper):
         """A step that never lets a non-finite loss, weight or optimizer moment into the state."""
-        new, loss, grads, updates, sums = forward_backward(state, x, y, w)
+        new, loss, grads, updates, sums = forward_backward(state, x, y, w, hyper, optimizer.lr(state.step, hyper, jnp))
         unmeasured = lambda *_: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))  # noqa: E731
         grad_norm, update_ratio = jax.lax.cond(measure, health, unmeasured, grads, updates, state.params)
         ok = jnp.isfinite(loss) & finite_state(new)
@@ -172,7 +180,7 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
                     measured=jnp.where(taken, 1.0, 0.0))
         return new_state, sums
 
-    def careful_chunk(state, data, idx_k, w_k):
+    def careful_chunk(state, data, idx_k, w_k, hyper):
         """K steps, each checked: padding steps (weight 0) are skipped, non-finite updates held back."""
         active = jnp.sum(w_k, axis=1) > 0
         last_active = jnp.max(jnp.where(active, jnp.arange(steps_per_call), 0))
@@ -182,7 +190,7 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
             x, y = gather(data, i)
             go = (jnp.sum(wb) > 0) & (state.bad_step < 0)
             return jax.lax.cond(go, careful_step, lambda s, *_: (s, zero_sums), state, constrain(x), constrain(y),
-                                constrain(wb), n == last_active)
+                                constrain(wb), n == last_active, hyper)
 
         state, sums = jax.lax.scan(body, state, (idx_k, w_k, jnp.arange(steps_per_call)))
         return state, {k: jnp.sum(v.astype(jnp.float32)) for k, v in sums.items()}
@@ -195,13 +203,13 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         return state, {**sums, "bad_step": state.bad_step, "step": state.step, "skipped": state.skipped,
                        "held": held}
 
-    def train_chunk(state, data, idx, w, start):
+    def train_chunk(state, data, idx, w, start, hyper):
         idx_k, w_k = chunk_of(idx, w, start)
         real = jnp.sum(w_k, axis=1) > 0  # steps with any example weight
         n_real = jnp.sum(real.astype(jnp.int32))
         # nothing to do: padding only, a fit that has stopped, or a state held for an earlier chunk's redo
         idle = (n_real == 0) | (state.bad_step != -1)
-        fast_state, fast_sums, fine = fast_chunk(state, data, idx_k, w_k, jnp.maximum(n_real, 1))
+        fast_state, fast_sums, fine = fast_chunk(state, data, idx_k, w_k, jnp.maximum(n_real, 1), hyper)
         # the fast chunk holds when every step and the final state are finite and the real steps come first
         # (padding only ever ends an epoch or a step-limited fit); anything else is redone step by step
         ok = fine & jnp.all(real == (jnp.arange(steps_per_call) < n_real)) & ~idle
@@ -210,10 +218,10 @@ def make_step_fns(graphdef_train, graphdef_eval, tx, loss_fn, metrics: dict, ste
         state, sums = jax.lax.cond(ok, lambda: (fast_state, fast_sums), lambda: (kept, zero_sums))
         return with_counters(state, sums, held)
 
-    def redo_chunk(state, data, idx, w, start):
+    def redo_chunk(state, data, idx, w, start, hyper):
         """The chunk a held state is waiting for, every step checked."""
         state = state._replace(bad_step=jnp.full_like(state.bad_step, -1))
-        state, sums = careful_chunk(state, data, *chunk_of(idx, w, start))
+        state, sums = careful_chunk(state, data, *chunk_of(idx, w, start), hyper)
         return with_counters(state, sums, jnp.array(False))
 
     def eval_split(params, rest, data, idx, w):
