@@ -11,9 +11,9 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "fit": ("jupyter_llm.fitting", "fit"),
-    "Run": ("jupyter_llm.run", "Run"),
-    "lr_find": ("jupyter_llm.range_test", "lr_find"),
+    "fit": ("jupyter_llm.fitting.orchestrate", "fit"),
+    "Run": ("jupyter_llm.fitting.run", "Run"),
+    "lr_find": ("jupyter_llm.fitting.lr_find", "lr_find"),
     "FitConfig": ("jupyter_llm.config", "FitConfig"),
     "models": ("jupyter_llm.models", None),
     "datasets": ("jupyter_llm.datasets", None),
@@ -21,7 +21,7 @@ _LAZY = {
     "sinks": ("jupyter_llm.sinks", None),
     "errors": ("jupyter_llm.errors", None),
     "JupyterLLMError": ("jupyter_llm.errors", "JupyterLLMError"),
-    "runs": ("jupyter_llm.runlog", "runs"),
+    "runs": ("jupyter_llm.fitting.runlog", "runs"),
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]

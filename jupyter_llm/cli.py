@@ -49,11 +49,11 @@ def one_line(exc: Exception) -> str:
 def train(argv: list[str]):
     import shlex
 
-    from jupyter_llm import models
     from jupyter_llm.config import make_config
     from jupyter_llm.data.coerce import as_dataset
     from jupyter_llm.data.text import TextCorpus
-    from jupyter_llm.fitting import fit
+    from jupyter_llm.fitting.build import build_model
+    from jupyter_llm.fitting.orchestrate import fit
     from jupyter_llm.ipython.parse import parse_train_line
 
     args = parse_train_line(shlex.join(argv), prog="python -m jupyter_llm train")
@@ -65,7 +65,7 @@ def train(argv: list[str]):
     dataset = load(args.data)
     if not isinstance(dataset, TextCorpus):
         dataset = as_dataset(dataset)
-    model = models.build(args.model, dataset, seed=config.seed)
+    model = build_model(args.model, dataset, seed=config.seed)
     return fit(model, dataset, **options)
 
 

@@ -172,7 +172,7 @@ def test_a_held_chunk_and_the_chunks_dispatched_after_it_are_redone(monkeypatch)
     """With two steps per dispatch and no read until the epoch's end, the chunk holding a non-finite batch is
     noticed while the next chunks are already dispatched: it is redone step by step and they are dispatched again.
     The fit equals one whose chunks are whole epochs (nothing in flight behind the bad chunk)."""
-    from jupyter_llm.prepare import PreparedFit
+    from jupyter_llm.fitting.prepare import PreparedFit
 
     calls = {"train": 0, "redo": 0}
     original = PreparedFit.loop_plan

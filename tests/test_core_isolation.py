@@ -59,8 +59,8 @@ def test_a_new_process_reuses_compiled_steps_from_the_persistent_cache(tmp_path)
 
 def test_jl_fit_stays_the_function_after_submodule_imports():
     import jupyter_llm as jl
-    import jupyter_llm.fitting  # noqa: F401 - a submodule import must not shadow the lazy export
-    import jupyter_llm.range_test  # noqa: F401
+    import jupyter_llm.fitting.lr_find  # noqa: F401 - a submodule import must not shadow the lazy export
+    import jupyter_llm.fitting.orchestrate  # noqa: F401
 
     assert callable(jl.fit) and jl.fit.__name__ == "fit"
     assert callable(jl.lr_find) and jl.lr_find.__name__ == "lr_find"

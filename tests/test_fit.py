@@ -281,3 +281,15 @@ def test_a_fit_leaves_the_model_in_evaluation_mode(small_data):
     assert model.dropout.deterministic is True
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))
     np.testing.assert_allclose(np.asarray(model(x)), run.predict(np.asarray(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_the_compiled_programs_kept_are_bounded():
+    """Each distinct model a notebook tries compiles its own steps; only the newest few are kept for re-runs."""
+    from jupyter_llm.fitting.prepare import CompiledPrograms
+
+    cache = CompiledPrograms(limit=3)
+    for key in "abcd":
+        cache.put(key, key.upper())
+    assert len(cache) == 3 and cache.get("a") is None and cache.get("b") == "B"
+    cache.put("e", "E")  # "b" was used last: "c" goes
+    assert cache.get("c") is None and [cache.get(k) for k in "bde"] == ["B", "D", "E"]

@@ -11,10 +11,10 @@ import pytest
 from flax import nnx
 
 import jupyter_llm as jl
-from jupyter_llm.runlog import MAX_RUNS, RunRecord, RunsTable
+from jupyter_llm.fitting.runlog import MAX_RUNS, RunRecord, RunsTable
 
 # The module (not `jupyter_llm.runs`, which is the lazily exported function until the module is first imported).
-runs_mod = importlib.import_module("jupyter_llm.runlog")
+runs_mod = importlib.import_module("jupyter_llm.fitting.runlog")
 
 SETTINGS = [dict(lr=1e-3, batch_size=16), dict(lr=1e-2, batch_size=16), dict(lr=1e-2, batch_size=32)]
 

@@ -55,7 +55,7 @@ class TrainMagics(Magics):
             raise UsageError(str(exc)) from None
         model, data, _ = self._resolve(TrainArgs(opts.pop("model"), opts.pop("data"), opts["out"]))
         out = opts.pop("out")
-        from jupyter_llm.range_test import lr_find
+        from jupyter_llm.fitting.lr_find import lr_find
 
         try:
             result = lr_find(model, data, **opts)
@@ -75,7 +75,7 @@ class TrainMagics(Magics):
             opts, prompt = parse_generate_line(line)
         except JupyterLLMError as exc:
             raise UsageError(str(exc)) from None
-        from jupyter_llm.run import Run
+        from jupyter_llm.fitting.run import Run
 
         run = self.shell.user_ns.get(opts["run"])
         if not isinstance(run, Run):
@@ -123,7 +123,7 @@ class TrainMagics(Magics):
         self._check_out(args)
         options = dict(args.fit_options)
         if options.get("resume") is True and not options.get("checkpoint"):
-            from jupyter_llm.run import Run
+            from jupyter_llm.fitting.run import Run
 
             previous = ns.get(args.out)
             if not isinstance(previous, Run):

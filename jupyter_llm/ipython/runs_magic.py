@@ -15,7 +15,7 @@ class RunsMagics(Magics):
         %runs           show the table
         %runs --clear   forget the recorded runs
         """
-        from jupyter_llm.runlog import clear_runs, runs
+        from jupyter_llm.fitting.runlog import clear_runs, runs
 
         args = line.split()
         if not args:

@@ -115,9 +115,9 @@ class PhaseSink:
 
 def instrument() -> None:
     """Mark the phases the parent aims its signals at: evaluations, checkpoint saves, host waits on the device."""
-    from jupyter_llm.prepare import PreparedFit
+    from jupyter_llm.fitting.prepare import PreparedFit
+    from jupyter_llm.fitting.resume import Saver
     from jupyter_llm.train.loop import Loop
-    from jupyter_llm.train.resume import Saver
 
     def wrap(cls, name, label, detail):
         original = getattr(cls, name)
@@ -148,7 +148,7 @@ class Recorder:
     def install(self):
         import jax
 
-        from jupyter_llm.prepare import PreparedFit
+        from jupyter_llm.fitting.prepare import PreparedFit
 
         original, recorder = PreparedFit.loop_plan, self
 

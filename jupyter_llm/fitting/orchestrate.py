@@ -17,12 +17,12 @@ from jupyter_llm.config import FitConfig, make_config
 from jupyter_llm.data.coerce import as_dataset
 from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ConfigError, ModelError
-from jupyter_llm.prepare import PreparedFit
+from jupyter_llm.fitting.prepare import PreparedFit
+from jupyter_llm.fitting.resume import Saver, release_earlier_run, resume_point
 from jupyter_llm.sinks.history import HistorySink
 from jupyter_llm.train import compile_cache
 from jupyter_llm.train import loop as loop_mod
 from jupyter_llm.train.interrupt import stop_on_interrupt
-from jupyter_llm.train.resume import Saver, release_earlier_run, resume_point
 
 
 def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | None = None, **options):
@@ -104,8 +104,8 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
                        history=history.history, test_metrics=test_metrics, message=message))
         if error is not None:
             raise error
-    from jupyter_llm.run import Run
-    from jupyter_llm.runlog import record
+    from jupyter_llm.fitting.run import Run
+    from jupyter_llm.fitting.runlog import record
 
     run = Run(model=model, config=config, dataset=prepared.dataset, source=prepared.source, history_sink=history,
               steps=prepared.steps, loss_name=prepared.loss_name, state=loop.state, position=loop.position)

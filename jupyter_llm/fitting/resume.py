@@ -96,7 +96,7 @@ def resume_point(config, prepared):
     source = config.resume
     if source is None or source is False:
         return None
-    from jupyter_llm.run import Run
+    from jupyter_llm.fitting.run import Run
 
     like = jax.eval_shape(lambda p, r: init_state(p, r, prepared.optimizer, copy=False), prepared.params, prepared.rest)
     if isinstance(source, EarlierRun):

@@ -75,7 +75,7 @@ def lr_find(model: nnx.Module, data, *, min_lr: float = 1e-7, max_lr: float = 10
             optimizer: str = "adam", batch_size: int = 32, seed: int = 0, smoothing: float = 0.9,
             **options) -> LRFinderResult:
     """Run the range test on `model` and `data` (any form `fit` accepts); the model is left unchanged."""
-    from jupyter_llm.fitting import fit
+    from jupyter_llm.fitting.orchestrate import fit
 
     if not 0 < min_lr < max_lr:
         raise ConfigError(f"lr_find needs 0 < min_lr < max_lr, got min_lr={min_lr}, max_lr={max_lr}.")
@@ -92,7 +92,7 @@ def lr_find(model: nnx.Module, data, *, min_lr: float = 1e-7, max_lr: float = 10
 
     snapshot = jax.tree.map(jnp.copy, nnx.state(model))  # every variable, RNG streams included
     recorder = _StepLosses()
-    from jupyter_llm.runlog import paused
+    from jupyter_llm.fitting.runlog import paused
 
     try:
         with paused():  # a range test is not a run to compare

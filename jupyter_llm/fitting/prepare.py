@@ -7,6 +7,7 @@ of time (so compilation is its own phase), or reused from earlier fits of this s
 
 from __future__ import annotations
 
+import collections
 import time
 
 import jax
@@ -29,7 +30,38 @@ from jupyter_llm.train.sharding import data_parallel
 from jupyter_llm.train.state import count_params, init_state, split_model
 from jupyter_llm.train.step import make_step_fns
 
-_COMPILED: dict = {}  # compiled steps of this session, keyed by everything that shapes them
+
+class CompiledPrograms:
+    """The session's compiled steps, keyed by everything that shapes them, newest `limit` kept: each entry holds
+    executables and their step functions, and a notebook that tries one model after another must not keep them all."""
+
+    def __init__(self, limit: int = 8):
+        self.limit = limit
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+
+    def get(self, key):
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key, entry) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+    def values(self) -> list:
+        return list(self._entries.values())
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+COMPILED = CompiledPrograms()
 
 
 class PreparedFit:
@@ -191,8 +223,8 @@ class PreparedFit:
         """Compile the train chunk, the evaluations and the epoch plan ahead of time, or reuse this session's."""
         t0 = time.perf_counter()
         key = self._cache_key()
-        if key in _COMPILED:
-            self.steps, self.compiled, flops = _COMPILED[key]
+        if (entry := COMPILED.get(key)) is not None:
+            self.steps, self.compiled, flops = entry
             return ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=flops, cached=True)
         src = self.source
         self.steps = make_step_fns(self.graphdef_train, self.graphdef_eval, self.optimizer, self.loss_fn, self.metrics,
@@ -211,7 +243,7 @@ class PreparedFit:
         if self.placement.mesh.devices.flat[0].platform == "cpu":
             host_memory.keep_scratch_mapped(max(_scratch_bytes(c) for c in compiled.values()))
         self.compiled = compiled
-        _COMPILED[key] = (self.steps, compiled, flops)
+        COMPILED.put(key, (self.steps, compiled, flops))
         return ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=flops)
 
     def _plan(self, key, epoch, limit):
