@@ -97,12 +97,12 @@ class PreparedFit:
         if config.sample_every and not hasattr(model, "init_cache"):
             raise ConfigError(f"--sample-every needs a model that can generate (jl.models.GPT); "
                               f"{type(model).__name__} cannot.")
-        self.k = loop_mod.choose_steps_per_call(
+        self.steps_per_dispatch = loop_mod.choose_steps_per_dispatch(
             src.steps_per_epoch, self.flops_estimate, eval_every=eval_every,
-            requested=config.steps_per_dispatch, on_cpu=jax.devices()[0].platform == "cpu")
+            given=config.steps_per_dispatch, on_cpu=jax.devices()[0].platform == "cpu")
         self.eval_every = eval_every
-        self.calls_per_epoch = -(-src.steps_per_epoch // self.k)
-        self.padded_steps = self.calls_per_epoch * self.k
+        self.dispatches_per_epoch = -(-src.steps_per_epoch // self.steps_per_dispatch)
+        self.padded_steps = self.dispatches_per_epoch * self.steps_per_dispatch
         self.data_key = jax.random.fold_in(jax.random.key(config.seed), 1)
 
     def logged_names(self) -> set[str]:
@@ -216,7 +216,8 @@ class PreparedFit:
         return (self.graphdef_train, self.graphdef_eval, self.optimizer.key, self.loss_name,
                 self.config.label_smoothing, self.config.skip_nonfinite, self.config.precision,
                 id(self.loss_fn) if self.loss_name not in ("cross_entropy", "mse", "binary_cross_entropy") else 0,
-                type(self.source), getattr(self.source, "block_size", None), self.k, self.config.batch_size,
+                type(self.source), getattr(self.source, "block_size", None), self.steps_per_dispatch,
+                self.config.batch_size,
                 self.padded_steps, shapes, plans, self.placement.mesh)
 
     def compile(self) -> ev.CompileEnd:
@@ -228,7 +229,7 @@ class PreparedFit:
             return ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=flops, cached=True)
         src = self.source
         self.steps = make_step_fns(self.graphdef_train, self.graphdef_eval, self.optimizer, self.loss_fn, self.metrics,
-                                   self.k, self.placement, gather=src.gather,
+                                   self.steps_per_dispatch, self.placement, gather=src.gather,
                                    skip_nonfinite=self.config.skip_nonfinite, train_loss_fn=self.train_loss_fn,
                                    compute_dtype=jnp.bfloat16 if self.config.precision == "bf16" else None)
         state = jax.eval_shape(lambda p, r: init_state(p, r, self.optimizer, copy=False), self.params, self.rest)
@@ -239,7 +240,7 @@ class PreparedFit:
                     "plan": plan.lower(self.data_key, 0, 1).compile()}
         for name, (pidx, pw) in src.eval_plans.items():
             compiled[name] = self.steps.eval_split.lower(self.params, self.rest, src.device[name], pidx, pw).compile()
-        flops = _flops_per_step(compiled["train"], self.k)
+        flops = _flops_per_step(compiled["train"], self.steps_per_dispatch)
         if self.placement.mesh.devices.flat[0].platform == "cpu":
             host_memory.keep_scratch_mapped(max(_scratch_bytes(c) for c in compiled.values()))
         self.compiled = compiled
@@ -273,7 +274,8 @@ class PreparedFit:
         return loop_mod.LoopPlan(
             train_chunk=self.compiled["train"], redo_chunk=self.steps.redo_chunk, evaluate=self.evaluate,
             plan_epoch=lambda epoch, limit: plan_fn(self.data_key, epoch, limit), train_data=src.device["train"],
-            steps_per_epoch=src.steps_per_epoch, steps_per_call=self.k, calls_per_epoch=self.calls_per_epoch,
+            steps_per_epoch=src.steps_per_epoch, steps_per_dispatch=self.steps_per_dispatch,
+            dispatches_per_epoch=self.dispatches_per_epoch,
             epochs=self.epochs, steps_total=self.steps_total, units_per_step=src.units_per_step,
             eval_every=self.eval_every, has_validation="validation" in src.eval_plans, derive=src.derive,
             hyper=self.hyper, lr_at=self.lr_at if self.optimizer.scheduled else None, monitor=self.monitor,

@@ -107,7 +107,7 @@ def resume_point(config, prepared):
             raise ConfigError("That run has no state to resume from (it failed before its first step).")
         _check_settings(source.config.to_dict(), config, "the earlier run")
         _check_same_structure(like, source.state, "the earlier run")
-        position = _check_chunking(Position.from_dict(source.position.to_dict()), prepared, "the earlier run")
+        position = _check_dispatches(Position.from_dict(source.position.to_dict()), prepared, "the earlier run")
         _check_not_past_end(position, prepared, "the earlier run")
         state = prepared.placement.put(fresh_copy(source.state))  # the earlier Run stays usable
         return state, position, (source.history, source.log)
@@ -129,7 +129,7 @@ def resume_point(config, prepared):
 
     with Checkpointer(directory, keep=config.keep) as checkpointer:  # settings first: --accumulate shapes the state
         state, meta, _ = checkpointer.restore(like, check_meta=check_settings, check_restored=_check_restored)
-    position = _check_chunking(Position.from_dict(meta["position"]), prepared, what)
+    position = _check_dispatches(Position.from_dict(meta["position"]), prepared, what)
     _check_not_past_end(position, prepared, what)
     return state, position, (meta.get("history", {}), meta.get("log", []))
 
@@ -161,11 +161,11 @@ def _number(value) -> bool:
 def _position_problem(position) -> str | None:
     if not isinstance(position, dict):
         return "its position is missing"
-    for key in ("epoch", "call", "step"):
+    for key in ("epoch", "dispatch", "step"):
         if not _whole(position.get(key)):
             return f"its position's {key} is {position.get(key)!r}, not a whole number >= 0"
-    if not (position.get("steps_per_call") is None or _whole(position["steps_per_call"], 1)):
-        return f"its position's steps_per_call is {position['steps_per_call']!r}"
+    if not (position.get("steps_per_dispatch") is None or _whole(position["steps_per_dispatch"], 1)):
+        return f"its position's steps_per_dispatch is {position['steps_per_dispatch']!r}"
     scale = position.get("lr_scale", 1.0)
     if not (_number(scale) and scale is not None and 0 < scale <= 1):
         return f"its position's lr_scale is {scale!r}, not a number in (0, 1]"
@@ -205,12 +205,13 @@ def _check_not_past_end(position: Position, prepared, what: str) -> None:
                           f"{prepared.steps_total} this fit asks for in all. To train it further, pass {more}.")
 
 
-def _check_chunking(position: Position, prepared, what: str) -> Position:
-    """Mid-epoch, the position counts chunks: continuing with chunks of another size would retrain or skip steps."""
-    old = position.steps_per_call
-    if position.call and old is not None and old != prepared.k:
+def _check_dispatches(position: Position, prepared, what: str) -> Position:
+    """Mid-epoch, the position counts dispatches: continuing with dispatches of another size would retrain or skip
+    steps."""
+    old, new = position.steps_per_dispatch, prepared.steps_per_dispatch
+    if position.dispatch and old is not None and old != new:
         raise ConfigError(f"Cannot resume from {what}: it stopped mid-epoch with {old} steps per dispatch and this "
-                          f"fit would use {prepared.k}. Add --steps-per-dispatch {old} to continue it exactly.")
+                          f"fit would use {new}. Add --steps-per-dispatch {old} to continue it exactly.")
     return position
 
 

@@ -34,21 +34,21 @@ class Position:
     """Where a fit stands between two dispatches: enough to continue it exactly."""
 
     epoch: int = 0  # 0-based epoch in progress
-    call: int = 0  # next chunk of that epoch
+    dispatch: int = 0  # next dispatch of that epoch
     step: int = 0  # steps completed
     epoch_sums: dict = field(default_factory=dict)  # metric sums of the epoch so far
     monitor: dict | None = None
-    steps_per_call: int | None = None  # `call` counts chunks of this many steps
+    steps_per_dispatch: int | None = None  # `dispatch` counts dispatches of this many steps
     lr_scale: float = 1.0  # reduce-on-plateau's multiplier of the learning rate so far
 
     def to_dict(self) -> dict:
-        return {"epoch": self.epoch, "call": self.call, "step": self.step, "epoch_sums": dict(self.epoch_sums),
-                "monitor": self.monitor, "steps_per_call": self.steps_per_call, "lr_scale": self.lr_scale}
+        return {"epoch": self.epoch, "dispatch": self.dispatch, "step": self.step, "epoch_sums": dict(self.epoch_sums),
+                "monitor": self.monitor, "steps_per_dispatch": self.steps_per_dispatch, "lr_scale": self.lr_scale}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Position":
-        return cls(d["epoch"], d["call"], d["step"], dict(d.get("epoch_sums") or {}), d.get("monitor"),
-                   d.get("steps_per_call"), float(d.get("lr_scale", 1.0)))
+        return cls(d["epoch"], d["dispatch"], d["step"], dict(d.get("epoch_sums") or {}), d.get("monitor"),
+                   d.get("steps_per_dispatch"), float(d.get("lr_scale", 1.0)))
 
 
 @dataclass
@@ -62,8 +62,8 @@ class LoopPlan:
     plan_epoch: Callable  # (epoch, step_limit) -> (idx, w) on device
     train_data: Any
     steps_per_epoch: int  # real steps (the last may be partial)
-    steps_per_call: int
-    calls_per_epoch: int
+    steps_per_dispatch: int
+    dispatches_per_epoch: int
     epochs: int
     steps_total: int
     units_per_step: int  # examples (or tokens) per full step
@@ -175,9 +175,9 @@ class Loop:
                                elapsed=self.elapsed, units_per_s=rate_steps * plan.units_per_step, eta=eta,
                                lr=self._lr())
 
-        def remember(next_epoch, next_call):
-            pos.epoch, pos.call, pos.step = next_epoch, next_call, self.step
-            pos.steps_per_call = plan.steps_per_call
+        def remember(next_epoch, next_dispatch):
+            pos.epoch, pos.dispatch, pos.step = next_epoch, next_dispatch, self.step
+            pos.steps_per_dispatch = plan.steps_per_dispatch
             pos.epoch_sums = dict(epoch_sums)
             pos.monitor = plan.monitor.to_dict() if plan.monitor else None
             pos.lr_scale = self.lr_scale
@@ -187,11 +187,11 @@ class Loop:
             self.epoch = epoch + 1
             limit = min(plan.steps_per_epoch, plan.steps_total - epoch * plan.steps_per_epoch)
             idx, w = plan.plan_epoch(epoch, limit)
-            first_call = self.start.call if epoch == self.start.epoch else 0
+            first_dispatch = self.start.dispatch if epoch == self.start.epoch else 0
             if epoch != self.start.epoch:
                 epoch_sums.clear()
-            for call in range(first_call, plan.calls_per_epoch):
-                first = call * plan.steps_per_call
+            for dispatch in range(first_dispatch, plan.dispatches_per_epoch):
+                first = dispatch * plan.steps_per_dispatch
                 if first >= limit:
                     break
                 self.state, sums = plan.train_chunk(self.state, plan.train_data, idx, w, first, self.hyper)
@@ -199,7 +199,7 @@ class Loop:
                 self._in_flight.append((sums, (idx, w, first, self.hyper)))
                 self._settle(pending, keep=MAX_IN_FLIGHT)  # bound how far the host runs ahead
                 before = self.step
-                self.step = epoch * plan.steps_per_epoch + min(first + plan.steps_per_call, limit)
+                self.step = epoch * plan.steps_per_epoch + min(first + plan.steps_per_dispatch, limit)
                 steps_done_here += self.step - before
                 if profiler is not None:
                     profiler.after(self.step, self.state)
@@ -216,7 +216,7 @@ class Loop:
                     yield progress(now)
                     if at_eval and plan.has_validation and not stop:
                         yield ev.Eval(self.step, self.epoch, "validation", plan.evaluate(self.state, "validation"))
-                    remember(epoch, call + 1)
+                    remember(epoch, dispatch + 1)
                     if at_save or (stop and plan.save is not None):
                         plan.save(self.state, pos)
                 if stop:
@@ -305,15 +305,15 @@ class _Profiler:
             jax.profiler.stop_trace()
 
 
-def choose_steps_per_call(steps_per_epoch: int, flops_per_step: float, *, eval_every: int | None,
-                          requested: int | None, on_cpu: bool, target_seconds: float = 0.4) -> int:
+def choose_steps_per_dispatch(steps_per_epoch: int, flops_per_step: float, *, eval_every: int | None,
+                          given: int | None, on_cpu: bool, target_seconds: float = 0.4) -> int:
     """Steps per dispatch: enough to hide dispatch overhead, few enough that the display updates a few times a
     second. Several steps per dispatch also make each step faster: the char GPT on 2 CPU cores ran 75-79 ms/step
     at 1 step per dispatch and 46-56 at 5, 10 or 20, with no difference between those three beyond this machine's
     noise (per-chunk work and the host's syncs amortised; scratch A/B, interleaved, 3 rounds each).
     The steps are spread evenly over an epoch's calls; the last, shorter chunk runs only its real steps."""
-    if requested:
-        k = requested
+    if given:
+        k = given
     else:
         rate = 5e10 if on_cpu else 2e13  # rough FLOP/s a small model sustains
         k = int(max(1, min(1024, target_seconds * rate / max(flops_per_step, 1.0))))

@@ -56,7 +56,7 @@ def cast_floats(tree, dtype):
                                                                      jnp.floating) else a, tree)
 
 
-def make_step_fns(graphdef_train, graphdef_eval, optimizer, loss_fn, metrics: dict, steps_per_call: int, placement,
+def make_step_fns(graphdef_train, graphdef_eval, optimizer, loss_fn, metrics: dict, steps_per_dispatch: int, placement,
                   gather: Gather = gather_rows, skip_nonfinite: int = 0, train_loss_fn=None,
                   compute_dtype=None) -> StepFns:
     """Build and jit the steps. `placement` (train/sharding.py) fixes every input's and output's sharding.
@@ -137,7 +137,7 @@ def make_step_fns(graphdef_train, graphdef_eval, optimizer, loss_fn, metrics: di
         real steps. Returns whether every loss and the final state are finite; if not, the caller redoes the
         chunk carefully from the state it started with. The last step runs outside the loop so that its gradient
         health is measured without a branch or a carried copy of the gradients in every step."""
-        lrs = optimizer.lr(state.step + jnp.arange(steps_per_call), hyper, jnp)  # the chunk's, in one go
+        lrs = optimizer.lr(state.step + jnp.arange(steps_per_dispatch), hyper, jnp)  # the chunk's, in one go
 
         def one(state, i):
             x, y = gather(data, idx_k[i])
@@ -152,7 +152,7 @@ def make_step_fns(graphdef_train, graphdef_eval, optimizer, loss_fn, metrics: di
             state, loss, _, _, sums = one(state, i)
             return state, record(rows, i, sums), finite & jnp.isfinite(loss)
 
-        rows = {k: jnp.zeros((steps_per_call,), jnp.float32) for k in (*names, "count")}
+        rows = {k: jnp.zeros((steps_per_dispatch,), jnp.float32) for k in (*names, "count")}
         state, rows, finite = jax.lax.fori_loop(0, n_real - 1, body, (state, rows, jnp.array(True)))
         before = state.params
         state, loss, grads, updates, sums = one(state, n_real - 1)
@@ -183,7 +183,7 @@ def make_step_fns(graphdef_train, graphdef_eval, optimizer, loss_fn, metrics: di
     def careful_chunk(state, data, idx_k, w_k, hyper):
         """K steps, each checked: padding steps (weight 0) are skipped, non-finite updates held back."""
         active = jnp.sum(w_k, axis=1) > 0
-        last_active = jnp.max(jnp.where(active, jnp.arange(steps_per_call), 0))
+        last_active = jnp.max(jnp.where(active, jnp.arange(steps_per_dispatch), 0))
 
         def body(state, iw):
             i, wb, n = iw
@@ -192,12 +192,12 @@ def make_step_fns(graphdef_train, graphdef_eval, optimizer, loss_fn, metrics: di
             return jax.lax.cond(go, careful_step, lambda s, *_: (s, zero_sums), state, constrain(x), constrain(y),
                                 constrain(wb), n == last_active, hyper)
 
-        state, sums = jax.lax.scan(body, state, (idx_k, w_k, jnp.arange(steps_per_call)))
+        state, sums = jax.lax.scan(body, state, (idx_k, w_k, jnp.arange(steps_per_dispatch)))
         return state, {k: jnp.sum(v.astype(jnp.float32)) for k, v in sums.items()}
 
     def chunk_of(idx, w, start):
-        return (jax.lax.dynamic_slice_in_dim(idx, start, steps_per_call),
-                jax.lax.dynamic_slice_in_dim(w, start, steps_per_call))
+        return (jax.lax.dynamic_slice_in_dim(idx, start, steps_per_dispatch),
+                jax.lax.dynamic_slice_in_dim(w, start, steps_per_dispatch))
 
     def with_counters(state, sums, held):
         return state, {**sums, "bad_step": state.bad_step, "step": state.step, "skipped": state.skipped,
@@ -212,7 +212,7 @@ def make_step_fns(graphdef_train, graphdef_eval, optimizer, loss_fn, metrics: di
         fast_state, fast_sums, fine = fast_chunk(state, data, idx_k, w_k, jnp.maximum(n_real, 1), hyper)
         # the fast chunk holds when every step and the final state are finite and the real steps come first
         # (padding only ever ends an epoch or a step-limited fit); anything else is redone step by step
-        ok = fine & jnp.all(real == (jnp.arange(steps_per_call) < n_real)) & ~idle
+        ok = fine & jnp.all(real == (jnp.arange(steps_per_dispatch) < n_real)) & ~idle
         held = ~ok & ~idle
         kept = state._replace(bad_step=jnp.where(held, HELD, state.bad_step).astype(state.bad_step.dtype))
         state, sums = jax.lax.cond(ok, lambda: (fast_state, fast_sums), lambda: (kept, zero_sums))
