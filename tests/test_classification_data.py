@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 
 from jupyter_llm.data import classification as clf
-from jupyter_llm.data.classification import (
-    PaddedTokenizer,
-    WordTokenizer,
-    encode_texts,
-    load_sentiment,
-    sentiment_from_dir,
-    text_classification,
-    tokenizer_from_dict,
-)
+from jupyter_llm.data.classification import encode_texts, load_sentiment, sentiment_from_dir, text_classification
+from jupyter_llm.data.tokenizers import PaddedTokenizer, WordTokenizer, tokenizer_from_dict
 from jupyter_llm.errors import ChecksumError, ConfigError, DataError, DatasetNotFound
 
 SHIPPED = Path(__file__).resolve().parents[1] / "notebooks" / "data" / "sentiment_labelled"

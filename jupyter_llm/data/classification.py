@@ -11,25 +11,24 @@ truncated or padded with 0.
 zip once, caches it, and checks every file against its SHA-256. `sentiment_from_dir(folder)` builds the same data
 set from a folder that holds the three files (the repository ships them in `notebooks/data/sentiment_labelled/`).
 
-Token id 0 is always padding (what `jupyter_llm.models.TextClassifier` masks out), so:
+Token id 0 is always padding (what `jupyter_llm.models.TextClassifier` masks out); the tokenizers are those of
+`jupyter_llm.data.tokenizers`:
 
-* `WordTokenizer` (the default, `tokenizer="word"`): lower-cased words and punctuation marks, the `max_vocab` most
-  frequent words of the training texts; id 0 = `<pad>`, id 1 = `<unk>` (a word never seen in training).
-* `tokenizer="char"` or `"bpe"`: the language-model tokenizers of `jupyter_llm.data.tokenizers`, wrapped in a
-  `PaddedTokenizer` that shifts every id up by one to keep 0 free. A character that is not in the training texts
-  is skipped (the character tokenizer has no unknown token); byte-level BPE covers any text.
+* `tokenizer="word"` (the default): a `WordTokenizer`, lower-cased words and punctuation marks, the `max_vocab`
+  most frequent words of the training texts; id 0 = `<pad>`, id 1 = `<unk>` (a word never seen in training).
+* `tokenizer="char"` or `"bpe"`: the language-model tokenizers, wrapped in a `PaddedTokenizer` that shifts every id
+  up by one to keep 0 free. A character that is not in the training texts is skipped (the character tokenizer has
+  no unknown token); byte-level BPE covers any text.
 """
 
 from __future__ import annotations
 
-import collections
 import csv
 import hashlib
 import io
 import json
 import numbers
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -43,141 +42,20 @@ import numpy as np
 
 from jupyter_llm.data import download
 from jupyter_llm.data.dataset import Dataset
-from jupyter_llm.data.tokenizers import BPETokenizer, CharTokenizer, make_tokenizer
-from jupyter_llm.data.tokenizers import tokenizer_from_dict as _lm_tokenizer_from_dict
+from jupyter_llm.data.tokenizers import (
+    PAD_ID,
+    BPETokenizer,
+    CharTokenizer,
+    PaddedTokenizer,
+    WordTokenizer,
+    make_tokenizer,
+)
 from jupyter_llm.errors import ChecksumError, ConfigError, DataError, DatasetNotFound
 
-__all__ = ["WordTokenizer", "PaddedTokenizer", "encode_texts", "text_classification", "load_sentiment",
-           "sentiment_from_dir", "tokenizer_from_dict", "PAD_ID", "UNK_ID"]
-
-PAD_ID, UNK_ID = 0, 1
-PAD, UNK = "<pad>", "<unk>"
-
-# A word (letters/digits/underscore, with inner apostrophes: "don't") or one punctuation mark. Control characters
-# (C0 and C1, e.g. the stray U+0096 dashes in the IMDb sentences) separate tokens and are never tokens themselves.
-_TOKEN_RE = re.compile(r"\w+(?:'\w+)*|[^\w\s\x00-\x1f\x7f-\x9f]")
+__all__ = ["encode_texts", "text_classification", "load_sentiment", "sentiment_from_dir"]
 
 
 # --------------------------------------------------------------------------------------------------- tokenizers
-class WordTokenizer:
-    """Lower-cased word and punctuation tokens; a vocabulary of the most frequent training words.
-
-    >>> tok = WordTokenizer.train(["Great phone!", "Bad phone."], max_vocab=100)
-    >>> tok.encode("GREAT phone, really!")      # 'really' and ',' were never seen: <unk> (id 1)
-    array([6, 2, 1, 1, 3], dtype=int32)
-    >>> tok.decode(tok.encode("Great phone!"))
-    'great phone !'
-
-    Id 0 is `<pad>` and id 1 is `<unk>`; the words follow by decreasing frequency (ties in alphabetical order), so
-    the same texts always give the same ids. `vocab_size` counts the two special tokens.
-    """
-
-    kind = "word"
-
-    def __init__(self, vocab: Sequence[str]):
-        vocab = list(vocab)
-        if vocab[:2] != [PAD, UNK]:
-            raise DataError(f"A word vocabulary must start with {PAD!r} and {UNK!r}; got {vocab[:2]!r}.")
-        if len(set(vocab)) != len(vocab):
-            raise DataError("A word vocabulary must not repeat a token.")
-        self.vocab = vocab
-        self._index = {w: i for i, w in enumerate(vocab)}
-
-    @staticmethod
-    def tokenize(text: str) -> list[str]:
-        """The tokens of `text`: lower-cased words (with inner apostrophes) and single punctuation marks."""
-        return _TOKEN_RE.findall(str(text).lower())
-
-    @classmethod
-    def train(cls, texts: Iterable[str], max_vocab: int = 20000) -> "WordTokenizer":
-        """The `max_vocab` most frequent tokens of `texts` (plus `<pad>` and `<unk>`)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        counts = collections.Counter(tok for t in texts for tok in cls.tokenize(t))
-        counts.pop(PAD, None), counts.pop(UNK, None)
-        words = sorted(counts, key=lambda w: (-counts[w], w))[: int(max_vocab)]
-        return cls([PAD, UNK, *words])
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    def encode(self, text: str) -> np.ndarray:
-        index = self._index
-        return np.asarray([index.get(tok, UNK_ID) for tok in self.tokenize(text)], dtype=np.int32)
-
-    def decode(self, ids) -> str:
-        """The tokens of `ids` joined by spaces, padding (id 0) left out."""
-        vocab = self.vocab
-        return " ".join(vocab[i] if 0 <= i < len(vocab) else UNK
-                        for i in (int(v) for v in np.asarray(ids).reshape(-1)) if i != PAD_ID)
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "vocab": list(self.vocab)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "WordTokenizer":
-        if d.get("kind") != cls.kind or "vocab" not in d:
-            raise DataError(f"Not a word tokenizer record: {json.dumps(d)[:80]}.")
-        return cls(d["vocab"])
-
-    def __repr__(self):
-        return f"WordTokenizer(vocab_size={self.vocab_size})"
-
-
-class PaddedTokenizer:
-    """A language-model tokenizer (`CharTokenizer`, `BPETokenizer`) with id 0 kept free for padding.
-
-    Every id of the wrapped tokenizer is shifted up by one: `encode` gives `inner.encode(text) + 1`, `decode` drops
-    the padding and shifts back. `vocab_size` is `inner.vocab_size + 1`. With a character tokenizer, characters
-    that are not in its vocabulary (never seen in the training texts) are skipped instead of raising.
-    """
-
-    kind = "padded"
-    shift = 1
-
-    def __init__(self, inner):
-        self.inner = inner
-        chars = getattr(inner, "chars", None) if isinstance(inner, CharTokenizer) else None
-        self._known = frozenset(chars) if chars is not None else None
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.inner.vocab_size) + self.shift
-
-    def encode(self, text: str) -> np.ndarray:
-        text = str(text)
-        if self._known is not None:
-            text = "".join(c for c in text if c in self._known)
-        return np.asarray(self.inner.encode(text), dtype=np.int32) + self.shift
-
-    def decode(self, ids) -> str:
-        ids = np.asarray(ids).reshape(-1).astype(np.int64)
-        return self.inner.decode(ids[ids != PAD_ID] - self.shift)
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "shift": self.shift, "inner": self.inner.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PaddedTokenizer":
-        if d.get("kind") != cls.kind or "inner" not in d or d.get("shift", cls.shift) != cls.shift:
-            raise DataError(f"Not a padded tokenizer record: {json.dumps(d)[:80]}.")
-        return cls(_lm_tokenizer_from_dict(d["inner"]))
-
-    def __repr__(self):
-        return f"PaddedTokenizer({self.inner!r})"
-
-
-def tokenizer_from_dict(d: dict):
-    """Rebuild any tokenizer from its `to_dict()`: "word" and "padded" here, the others by `data.tokenizers`."""
-    kind = d.get("kind") if isinstance(d, dict) else None
-    if kind == WordTokenizer.kind:
-        return WordTokenizer.from_dict(d)
-    if kind == PaddedTokenizer.kind:
-        return PaddedTokenizer.from_dict(d)
-    return _lm_tokenizer_from_dict(d)
-
-
 def _build_tokenizer(tokenizer, texts: Sequence[str], max_vocab: int):
     if isinstance(tokenizer, str):
         if tokenizer == "word":
