@@ -7,7 +7,7 @@ unknown name is answered here, with the whole list and the closest match.
 from __future__ import annotations
 
 from jupyter_llm.data import builtin
-from jupyter_llm.data.classification import load_sentiment, sentiment_from_dir
+from jupyter_llm.data.sentiment import load_sentiment, sentiment_from_dir
 from jupyter_llm.data.text import text
 from jupyter_llm.errors import DatasetNotFound
 
