@@ -223,11 +223,11 @@ def main(argv=None):
 
 
 def shuffle_row(n: int, args) -> common.Row:
-    """The epoch's shuffle alone: jupyter_llm's sortless permutation (train/shuffle.py) against
+    """The epoch's shuffle alone: jupyter_llm's sortless permutation (data/shuffle.py) against
     `jax.random.permutation`, which the hand scan uses; ms for one permutation of n indices, best of 5 batches."""
     import jax
 
-    from jupyter_llm.train.shuffle import permutation
+    from jupyter_llm.data.shuffle import permutation
 
     key = jax.random.key(0)
     fns = {"ours": jax.jit(lambda k: permutation(k, n)), "jax": jax.jit(lambda k: jax.random.permutation(k, n))}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jupyter_llm.data import builtin, download
+from jupyter_llm.data import builtin, catalog, download
 from jupyter_llm.errors import ChecksumError, DatasetNotFound
 
 SHAKESPEARE = Path(__file__).parent.parent / "notebooks" / "data" / "tinyshakespeare.txt"
@@ -214,3 +214,11 @@ def test_unknown_name_lists_the_names_and_the_closest_match():
     assert "'mnistt'" in message and "Did you mean 'mnist'?" in message and "digits" in message
     with pytest.raises(DatasetNotFound, match="tinyshakespeare"):
         builtin.load_text("tinyshakespear")
+
+
+def test_the_catalogue_answers_an_unknown_name_with_every_name():
+    with pytest.raises(DatasetNotFound) as err:
+        catalog.load("sentimnt")
+    message = str(err.value)
+    assert "Did you mean 'sentiment'?" in message
+    assert all(name in message for name in catalog.available())

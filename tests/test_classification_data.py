@@ -8,20 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jupyter_llm.data import classification as clf
-from jupyter_llm.data.classification import (
-    PaddedTokenizer,
-    WordTokenizer,
-    encode_texts,
-    load_sentiment,
-    sentiment_from_dir,
-    text_classification,
-    tokenizer_from_dict,
-)
+from jupyter_llm.data import download, sentiment
+from jupyter_llm.data.classification import encode_texts, text_classification
+from jupyter_llm.data.sentiment import load_sentiment, sentiment_from_dir
+from jupyter_llm.data.tokenizers import PaddedTokenizer, WordTokenizer, tokenizer_from_dict
 from jupyter_llm.errors import ChecksumError, ConfigError, DataError, DatasetNotFound
 
 SHIPPED = Path(__file__).resolve().parents[1] / "notebooks" / "data" / "sentiment_labelled"
-FILES = [name for name, _ in clf.SENTIMENT_FILES.values()]
+FILES = [name for name, _ in sentiment.SENTIMENT_FILES.values()]
 
 
 def write(path: Path, text: str) -> Path:
@@ -220,9 +214,9 @@ def test_error_unknown_format_and_bad_options(tmp_path):
 
 # ----------------------------------------------------------------------------------------- sentiment sentences
 def test_shipped_files_are_the_published_ones():
-    for name, sha256 in clf.SENTIMENT_FILES.values():
+    for name, sha256 in sentiment.SENTIMENT_FILES.values():
         raw = (SHIPPED / name).read_bytes()
-        assert clf.download.file_hash(SHIPPED / name) == sha256
+        assert download.file_hash(SHIPPED / name) == sha256
         assert raw.endswith(b"\n") and raw.count(b"\n") == 1000 and b"\r" not in raw
 
 
@@ -278,9 +272,9 @@ def test_load_sentiment_downloads_once_and_verifies(tmp_path):
     cache = tmp_path / "cache"
     ds = load_sentiment(cache_dir=cache, urls=[archive.as_uri()], test_fraction=0.2, val_fraction=0.1)
     assert sum(ds.sizes().values()) == 3000 and ds.class_names == ("negative", "positive")
-    assert (cache / clf.SENTIMENT_ZIP).is_file()
+    assert (cache / sentiment.SENTIMENT_ZIP).is_file()
     for name in FILES:
-        assert (cache / clf.SENTIMENT_DIR / name).read_bytes() == (SHIPPED / name).read_bytes()
+        assert (cache / sentiment.SENTIMENT_DIR / name).read_bytes() == (SHIPPED / name).read_bytes()
     # Later calls use the verified cache: no download (the URL is unreachable).
     again = load_sentiment(cache_dir=cache, urls=[(tmp_path / "gone.zip").as_uri()])
     assert np.array_equal(again.test[0], ds.test[0])
@@ -293,14 +287,15 @@ def test_load_sentiment_downloads_once_and_verifies(tmp_path):
 def test_load_sentiment_rejects_a_corrupted_archive(tmp_path):
     archive = uci_zip(tmp_path / "upstream.zip", corrupt="imdb_labelled.txt")
     cache = tmp_path / "cache"
-    with pytest.raises(ChecksumError, match="imdb_labelled.txt.*expected sha256 " + clf.SENTIMENT_FILES["imdb"][1]):
+    imdb_sha256 = sentiment.SENTIMENT_FILES["imdb"][1]
+    with pytest.raises(ChecksumError, match="imdb_labelled.txt.*expected sha256 " + imdb_sha256):
         load_sentiment(cache_dir=cache, urls=[archive.as_uri()])
-    assert not (cache / clf.SENTIMENT_DIR / "imdb_labelled.txt").exists()  # nothing unverified is kept
+    assert not (cache / sentiment.SENTIMENT_DIR / "imdb_labelled.txt").exists()  # nothing unverified is kept
 
-    (cache / clf.SENTIMENT_ZIP).write_bytes(b"<html>not a zip</html>")
+    (cache / sentiment.SENTIMENT_ZIP).write_bytes(b"<html>not a zip</html>")
     with pytest.raises(ChecksumError, match="not a valid zip"):
         load_sentiment(cache_dir=cache, urls=[archive.as_uri()])
-    assert not (cache / clf.SENTIMENT_ZIP).exists()  # removed, so the next call downloads again
+    assert not (cache / sentiment.SENTIMENT_ZIP).exists()  # removed, so the next call downloads again
 
 
 def test_load_sentiment_without_network_says_how_to_fix(tmp_path):

@@ -1,4 +1,4 @@
-"""The epoch shuffle (train/shuffle.py): a bijection for every size, uniform over orders, free of the data's order."""
+"""The epoch shuffle (data/shuffle.py): a bijection for every size, uniform over orders, free of the data's order."""
 
 import itertools
 
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jupyter_llm.train.shuffle import permutation
-from jupyter_llm.train.step import epoch_plan
+from jupyter_llm.data.plans import epoch_plan
+from jupyter_llm.data.shuffle import permutation
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 255, 256, 257, 1000, 4097, 60000])

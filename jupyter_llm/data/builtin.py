@@ -84,7 +84,7 @@ def load(name: str, *, limit: int | None = None, cache_dir=None, **unknown) -> D
         raise DatasetNotFound(f"{name!r} is a text corpus, not (x, y) examples: use jl.datasets.load({name!r}) for "
                               f"a TextCorpus, or jupyter_llm.data.builtin.load_text({name!r}) for the raw text.")
     else:
-        raise DatasetNotFound(_unknown(name))
+        raise DatasetNotFound(unknown_name(name, sorted({*available(), *TEXTS})))
     if limit is not None:
         x, y = ds.train
         ds = ds.replace(train=(x[:limit], y[:limit]), meta={**ds.meta, "limit": int(limit)})
@@ -94,7 +94,7 @@ def load(name: str, *, limit: int | None = None, cache_dir=None, **unknown) -> D
 def load_text(name: str, *, path=None, cache_dir=None) -> str:
     """The raw text of a built-in corpus, downloaded once, or read from `path` (a local copy, checksum-verified)."""
     if name not in TEXTS:
-        raise DatasetNotFound(_unknown(name, sorted(TEXTS)))
+        raise DatasetNotFound(unknown_name(name, sorted(TEXTS)))
     spec = TEXTS[name]
     if path is None:
         path = download.fetch(spec["urls"], spec["filename"], spec["sha256"], cache_dir=cache_dir)
@@ -109,20 +109,11 @@ def load_text(name: str, *, path=None, cache_dir=None) -> str:
     return Path(path).read_text(encoding="utf-8")
 
 
-def _unknown(name, names=None) -> str:
-    names = names if names is not None else _all_names()
+def unknown_name(name, names) -> str:
+    """The message for a dataset name not in `names`: the closest match and the whole list."""
     close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return f"No built-in dataset named {name!r}.{hint} Available: {', '.join(names)}."
-
-
-def _all_names() -> list[str]:
-    try:  # the public list also has names served outside this module (e.g. 'sentiment')
-        from jupyter_llm.datasets import available as everything
-
-        return sorted(everything())
-    except ImportError:
-        return sorted({*available(), *TEXTS})
 
 
 # --- digits -------------------------------------------------------------------------------------------------------

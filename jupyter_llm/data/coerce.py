@@ -43,7 +43,7 @@ def _coerce(data: Any) -> Dataset:
     if isinstance(data, Dataset):
         return data
     if isinstance(data, str):
-        from jupyter_llm.datasets import load
+        from jupyter_llm.data.catalog import load
 
         loaded = load(data)
         if not isinstance(loaded, Dataset):

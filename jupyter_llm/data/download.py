@@ -58,17 +58,23 @@ def _mismatch(path, expected: dict[str, str]) -> tuple[str, str, str] | None:
 
 
 def fetch(url_or_urls: str | Iterable[str], filename: str, sha256: str | None = None, *, md5: str | None = None,
-          cache_dir=None, timeout: float = TIMEOUT) -> Path:
+          unchecked: bool = False, what: str | None = None, fix: str | None = None, cache_dir=None,
+          timeout: float = TIMEOUT) -> Path:
     """The path of `filename` in the cache, downloaded from the first mirror that works if not already cached.
 
     `url_or_urls` is one URL or a sequence of mirrors tried in order (`file://` works too). The file must match
     `sha256` (preferred) or `md5`. Raises `ChecksumError` when a download does not match, `DatasetNotFound` when
     no mirror can be reached.
+
+    `unchecked=True` is for a file with no published checksum (an archive whose members have one): it is kept as
+    downloaded, a cached copy is used as it is, and the caller checks what it holds. `what` names the file in the
+    messages (default: `filename`); `fix` replaces the message's advice to place a copy in the cache by hand.
     """
     expected = {k: v for k, v in (("sha256", sha256), ("md5", md5)) if v}
-    if not expected:
+    if not expected and not unchecked:
         raise ValueError(f"fetch({filename!r}) needs a sha256 or md5 checksum to verify the download against.")
     urls = [url_or_urls] if isinstance(url_or_urls, str) else list(url_or_urls)
+    what = what or filename
     folder = _resolve(cache_dir)
     target = folder / filename
     if target.is_file() and _mismatch(target, expected) is None:
@@ -79,7 +85,7 @@ def fetch(url_or_urls: str | Iterable[str], filename: str, sha256: str | None = 
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatasetNotFound(f"Cannot create the data cache folder {str(folder)!r} ({exc.strerror}); set "
-                              f"{ENV_VAR} to a writable folder.") from None
+                              f"{ENV_VAR} or pass cache_dir= a writable folder.") from None
     failures, bad = [], None
     for url in urls:
         print(f"jupyter_llm: downloading {filename} from {url}", file=sys.stderr)
@@ -105,12 +111,14 @@ def fetch(url_or_urls: str | Iterable[str], filename: str, sha256: str | None = 
     if bad is not None:
         url, algorithm, want, got = bad
         raise ChecksumError(
-            f"The download of {filename} from {url} does not match its published checksum: expected {algorithm} "
+            f"The download of {what} from {url} does not match its published checksum: expected {algorithm} "
             f"{want}, got {got}. The mirror may serve a truncated or different file; nothing was saved. Try again "
             f"later, check the mirror, or place a verified copy at {str(target)!r}.")
     note = (f" The cached copy at {str(target)!r} has the wrong checksum; delete it or replace it."
-            if stale else "")
-    raise DatasetNotFound(
-        f"Could not download {filename}: tried {'; '.join(failures) or 'no URL'}. Check the network connection, "
-        f"or download the file yourself and place it at {str(target)!r} ({next(iter(expected))} "
-        f"{next(iter(expected.values()))}); it is then used from there without any network.{note}")
+            if stale and expected else "")
+    if fix is None:
+        checksum = f" ({next(iter(expected))} {next(iter(expected.values()))})" if expected else ""
+        fix = (f"download the file yourself and place it at {str(target)!r}{checksum}; it is then used from there "
+               "without any network.")
+    raise DatasetNotFound(f"Could not download {what}: tried {'; '.join(failures) or 'no URL'}. Check "
+                          f"the network connection, or {fix}{note}")

@@ -15,9 +15,9 @@ import numpy as np
 
 from jupyter_llm.data import in_place
 from jupyter_llm.data.dataset import Dataset
+from jupyter_llm.data.plans import epoch_plan, gather_rows, ordered_plan
 from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ConfigError, DataError
-from jupyter_llm.train.step import epoch_plan, gather_rows, ordered_plan
 
 
 class ArraySource:

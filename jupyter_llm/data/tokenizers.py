@@ -1,13 +1,18 @@
-"""Tokenizers that travel with a run: character-level (built from the corpus) and byte-pair encoding.
+"""Tokenizers that travel with a run: character-level and byte-pair encoding for language models, words (and a
+language-model tokenizer shifted to keep id 0 for padding) for text classification.
 
-Both serialise to plain JSON (`to_dict` / `tokenizer_from_dict`), so a checkpoint or a saved run decodes exactly as
-the fit did — no pickle. BPE is trained on the corpus itself with Hugging Face `tokenizers` (nothing downloaded).
+All serialise to plain JSON (`to_dict` / `tokenizer_from_dict`, the one registry of kinds), so a checkpoint or a
+saved run decodes exactly as the fit did — no pickle. BPE is trained on the corpus itself with Hugging Face
+`tokenizers` (nothing downloaded).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import numbers
+import re
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -15,6 +20,8 @@ from jupyter_llm.errors import ConfigError, DataError
 
 BPE_MIN_VOCAB = 256  # byte-level BPE starts from the 256 byte values; merges only add to them
 BPE_MAX_VOCAB = 2**20  # `tokenizers` reserves memory for the whole vocabulary up front: near 2**32 it aborts Python
+PAD_ID, UNK_ID = 0, 1  # of the classification tokenizers: 0 is what `models.TextClassifier` masks out
+PAD, UNK = "<pad>", "<unk>"
 
 
 class CharTokenizer:
@@ -120,14 +127,130 @@ def make_tokenizer(kind, text: str, vocab_size: int | None = None, *, name: str 
     raise ConfigError(f"Unknown tokenizer {kind!r}; use 'char' or 'bpe'.")
 
 
-def tokenizer_from_dict(d: dict):
-    if d.get("kind") in ("word", "padded"):
-        from jupyter_llm.data.classification import tokenizer_from_dict as classification_tokenizer
+# A word (letters/digits/underscore, with inner apostrophes: "don't") or one punctuation mark. Control characters
+# (C0 and C1, e.g. the stray U+0096 dashes in the IMDb sentences) separate tokens and are never tokens themselves.
+_TOKEN_RE = re.compile(r"\w+(?:'\w+)*|[^\w\s\x00-\x1f\x7f-\x9f]")
 
-        return classification_tokenizer(d)
-    if d.get("kind") == "char":
+
+class WordTokenizer:
+    """Lower-cased word and punctuation tokens; a vocabulary of the most frequent training words.
+
+    >>> tok = WordTokenizer.train(["Great phone!", "Bad phone."], max_vocab=100)
+    >>> tok.encode("GREAT phone, really!")      # 'really' and ',' were never seen: <unk> (id 1)
+    array([6, 2, 1, 1, 3], dtype=int32)
+    >>> tok.decode(tok.encode("Great phone!"))
+    'great phone !'
+
+    Id 0 is `<pad>` and id 1 is `<unk>`; the words follow by decreasing frequency (ties in alphabetical order), so
+    the same texts always give the same ids. `vocab_size` counts the two special tokens.
+    """
+
+    kind = "word"
+
+    def __init__(self, vocab: Sequence[str]):
+        vocab = list(vocab)
+        if vocab[:2] != [PAD, UNK]:
+            raise DataError(f"A word vocabulary must start with {PAD!r} and {UNK!r}; got {vocab[:2]!r}.")
+        if len(set(vocab)) != len(vocab):
+            raise DataError("A word vocabulary must not repeat a token.")
+        self.vocab = vocab
+        self._index = {w: i for i, w in enumerate(vocab)}
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        """The tokens of `text`: lower-cased words (with inner apostrophes) and single punctuation marks."""
+        return _TOKEN_RE.findall(str(text).lower())
+
+    @classmethod
+    def train(cls, texts: Iterable[str], max_vocab: int = 20000) -> "WordTokenizer":
+        """The `max_vocab` most frequent tokens of `texts` (plus `<pad>` and `<unk>`)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        counts = collections.Counter(tok for t in texts for tok in cls.tokenize(t))
+        counts.pop(PAD, None), counts.pop(UNK, None)
+        words = sorted(counts, key=lambda w: (-counts[w], w))[: int(max_vocab)]
+        return cls([PAD, UNK, *words])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> np.ndarray:
+        index = self._index
+        return np.asarray([index.get(tok, UNK_ID) for tok in self.tokenize(text)], dtype=np.int32)
+
+    def decode(self, ids) -> str:
+        """The tokens of `ids` joined by spaces, padding (id 0) left out."""
+        vocab = self.vocab
+        return " ".join(vocab[i] if 0 <= i < len(vocab) else UNK
+                        for i in (int(v) for v in np.asarray(ids).reshape(-1)) if i != PAD_ID)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "vocab": list(self.vocab)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WordTokenizer":
+        if d.get("kind") != cls.kind or "vocab" not in d:
+            raise DataError(f"Not a word tokenizer record: {json.dumps(d)[:80]}.")
+        return cls(d["vocab"])
+
+    def __repr__(self):
+        return f"WordTokenizer(vocab_size={self.vocab_size})"
+
+
+class PaddedTokenizer:
+    """A language-model tokenizer (`CharTokenizer`, `BPETokenizer`) with id 0 kept free for padding.
+
+    Every id of the wrapped tokenizer is shifted up by one: `encode` gives `inner.encode(text) + 1`, `decode` drops
+    the padding and shifts back. `vocab_size` is `inner.vocab_size + 1`. With a character tokenizer, characters
+    that are not in its vocabulary (never seen in the training texts) are skipped instead of raising.
+    """
+
+    kind = "padded"
+    shift = 1
+
+    def __init__(self, inner):
+        self.inner = inner
+        chars = getattr(inner, "chars", None) if isinstance(inner, CharTokenizer) else None
+        self._known = frozenset(chars) if chars is not None else None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.inner.vocab_size) + self.shift
+
+    def encode(self, text: str) -> np.ndarray:
+        text = str(text)
+        if self._known is not None:
+            text = "".join(c for c in text if c in self._known)
+        return np.asarray(self.inner.encode(text), dtype=np.int32) + self.shift
+
+    def decode(self, ids) -> str:
+        ids = np.asarray(ids).reshape(-1).astype(np.int64)
+        return self.inner.decode(ids[ids != PAD_ID] - self.shift)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "shift": self.shift, "inner": self.inner.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PaddedTokenizer":
+        if d.get("kind") != cls.kind or "inner" not in d or d.get("shift", cls.shift) != cls.shift:
+            raise DataError(f"Not a padded tokenizer record: {json.dumps(d)[:80]}.")
+        return cls(tokenizer_from_dict(d["inner"]))
+
+    def __repr__(self):
+        return f"PaddedTokenizer({self.inner!r})"
+
+
+def tokenizer_from_dict(d: dict):
+    """Rebuild any tokenizer of this module from its `to_dict()`."""
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if kind == WordTokenizer.kind:
+        return WordTokenizer.from_dict(d)
+    if kind == PaddedTokenizer.kind:
+        return PaddedTokenizer.from_dict(d)
+    if kind == CharTokenizer.kind:
         return CharTokenizer(d["chars"])
-    if d.get("kind") == "bpe":
+    if kind == BPETokenizer.kind:
         from tokenizers import Tokenizer
 
         return BPETokenizer(Tokenizer.from_str(d["json"]))

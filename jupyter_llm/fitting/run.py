@@ -10,9 +10,9 @@ import numpy as np
 
 from jupyter_llm.data.coerce import as_array, check_class_labels, check_split
 from jupyter_llm.data.dataset import Dataset
+from jupyter_llm.data.plans import ordered_plan
 from jupyter_llm.errors import DataError
 from jupyter_llm.train.state import split_model
-from jupyter_llm.train.step import ordered_plan
 
 PREDICT_BATCH = 1024
 
