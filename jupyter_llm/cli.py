@@ -10,6 +10,7 @@ import json
 import sys
 
 from jupyter_llm.errors import JupyterLLMError
+from jupyter_llm.options import speaking_flags
 
 USAGE = """usage: python -m jupyter_llm train --model mlp|cnn --data NAME [options]
        python -m jupyter_llm train --help"""
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         print(train_help("python -m jupyter_llm train"))
         return 0
     try:
-        run = train(rest)
+        with speaking_flags():
+            run = train(rest)
     except JupyterLLMError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -7,12 +7,16 @@ The fit options are the fields of `FitConfig`; the magic adds the names of the o
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import difflib
+import functools
+import re
 from dataclasses import MISSING, dataclass
 from typing import Any
 
 from jupyter_llm.config import config_fields
-from jupyter_llm.errors import ConfigError
+from jupyter_llm.errors import ConfigError, JupyterLLMError
 
 
 @dataclass(frozen=True)
@@ -124,3 +128,54 @@ def options_table_markdown() -> str:
         default = opt.unset if opt.default is None else ("off" if opt.default is False else opt.default)
         rows.append(f"| `{opt.flag}` | `{default}` | {opt.help} |")
     return "\n".join(rows)
+
+
+# -- the caller's idiom ------------------------------------------------------------------------------------------
+# Messages are written as a magic or command-line user reads them (--lr 0.5, --keep-best); a jl.fit caller reads
+# them in keywords (lr=0.5, keep_best=True). The face marks the calls it makes; everything else is a keyword caller.
+_SPEAKING_FLAGS: contextvars.ContextVar[bool] = contextvars.ContextVar("jupyter_llm_speaking_flags", default=False)
+_VALUE = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?\b|'[^']*'|[A-Z]{1,5}\b"  # a number, a quoted word, or DIR / N
+_FLAG_AND_VALUE = re.compile(rf"(?<![\w-])(--[a-z][a-z0-9-]*)(?:(?: |=)({_VALUE}))?")
+
+
+@contextlib.contextmanager
+def speaking_flags():
+    """Calls made inside this block (by the magic, the command line) keep their messages' --flags."""
+    token = _SPEAKING_FLAGS.set(True)
+    try:
+        yield
+    finally:
+        _SPEAKING_FLAGS.reset(token)
+
+
+def in_keyword_idiom(message: str) -> str:
+    """`message` with every fit option's flag written as the keyword of `jl.fit`: '--lr 1e+308' -> 'lr=1e+308',
+    'add --resume' -> 'add resume=True', '--steps or --epochs' -> 'steps or epochs'."""
+    options = {o.flag: o for o in fit_options()}
+
+    def keyword(match):
+        opt = options.get(match.group(1))
+        if opt is None:
+            return match.group(0)
+        value = match.group(2)
+        before = match.string[:match.start()].lower()
+        if value is None and (opt.type is bool or opt.nargs == "?") and before.endswith(("add ", "with ")):
+            value = "True"  # 'Add --resume' -> 'Add resume=True'; '--keep-best is a switch' keeps the name
+        return opt.name if value is None else f"{opt.name}={value}"
+
+    return _FLAG_AND_VALUE.sub(keyword, message)
+
+
+def in_callers_idiom(fn):
+    """Decorate a public entry point (jl.fit, jl.lr_find): its library errors speak keywords unless the face called."""
+
+    @functools.wraps(fn)
+    def entry(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except JupyterLLMError as exc:
+            if not _SPEAKING_FLAGS.get() and exc.args and isinstance(exc.args[0], str):
+                exc.args = (in_keyword_idiom(exc.args[0]), *exc.args[1:])
+            raise
+
+    return entry

@@ -107,14 +107,14 @@ def test_model_without_parameters_in_the_magic(ipython):
 
 # -- 3. float options hold in float32 ------------------------------------------------------------------------------
 @pytest.mark.parametrize("options,expected", [
-    (dict(lr=1e308), "--lr 1e+308 is too large for float32"),
-    (dict(lr=1e39), "--lr 1e+39 is too large for float32"),
-    (dict(weight_decay=1e308), "--weight-decay 1e+308 is too large"),
-    (dict(clip=1e39), "--clip 1e+39 is too large"),
-    (dict(min_lr=1e39), "--min-lr 1e+39 is too large"),
-    (dict(lr=1e-50), "--lr 1e-50 is too small for float32"),
-    (dict(clip=1e-45), "--clip 1e-45 is too small"),
-    (dict(decay_factor=1e-50), "--decay-factor 1e-50 is too small"),
+    (dict(lr=1e308), "lr=1e+308 is too large for float32"),
+    (dict(lr=1e39), "lr=1e+39 is too large for float32"),
+    (dict(weight_decay=1e308), "weight_decay=1e+308 is too large"),
+    (dict(clip=1e39), "clip=1e+39 is too large"),
+    (dict(min_lr=1e39), "min_lr=1e+39 is too large"),
+    (dict(lr=1e-50), "lr=1e-50 is too small for float32"),
+    (dict(clip=1e-45), "clip=1e-45 is too small"),
+    (dict(decay_factor=1e-50), "decay_factor=1e-50 is too small"),
 ], ids=["lr 1e308", "lr 1e39", "weight_decay 1e308", "clip 1e39", "min_lr 1e39", "lr 1e-50", "clip 1e-45",
         "decay_factor 1e-50"])
 def test_float_options_beyond_float32_are_refused(options, expected):
@@ -136,7 +136,7 @@ def test_numpy_integers_and_floats_are_accepted_as_options():
     run = jl.fit(small_mlp(), (X, Y), steps=np.int64(2), batch_size=8, eval_every=np.int8(1), display="none")
     assert run.step == 2
     for flag in (True, np.bool_(True)):
-        with pytest.raises(ConfigError, match="--epochs must be a whole number"):
+        with pytest.raises(ConfigError, match="epochs must be a whole number"):
             fit(epochs=flag)
 
 
@@ -150,7 +150,7 @@ def test_numpy_fractions_in_text_classification(tmp_path):
 # -- 5. seeds JAX cannot take, and the command line's errors -------------------------------------------------------
 @pytest.mark.parametrize("seed", [2**64, 2**63])
 def test_seed_beyond_jax_range_is_refused(seed):
-    with pytest.raises(ConfigError, match=rf"--seed must be at most 9223372036854775807 .*got {seed}"):
+    with pytest.raises(ConfigError, match=rf"seed must be at most 9223372036854775807 .*got {seed}"):
         fit(seed=seed)
 
 

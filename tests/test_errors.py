@@ -166,3 +166,27 @@ def test_evaluate_and_predict_check_arrays_against_the_fit():
         run.predict(np.array(["a", "b"]))
     assert run.predict(X[:3]).shape == (3, 10)  # what is right still works
     assert 0.0 <= run.evaluate((X, Y))["accuracy"] <= 1.0
+
+
+def test_each_caller_reads_the_advice_in_its_own_idiom(ipython, tmp_path):
+    """The same mistake: `jl.fit` callers read keywords (lr=, steps_per_dispatch=), the magic and the command line
+    read flags (--lr, --steps-per-dispatch)."""
+    from IPython.core.error import UsageError
+
+    from jupyter_llm.options import in_keyword_idiom
+
+    with pytest.raises(ConfigError) as caught:
+        jl.fit(mlp(), (X, Y), lr=1e308, display="none")
+    assert "lr=1e+308 is too large" in str(caught.value) and "--" not in str(caught.value)
+    jl.fit(mlp(), (X, Y), epochs=1, display="none", checkpoint=str(tmp_path / "ck"))
+    with pytest.raises(ConfigError, match=r"Add resume=True to continue that fit, or pass a new checkpoint "):
+        jl.fit(mlp(), (X, Y), epochs=1, display="none", checkpoint=str(tmp_path / "ck"))
+    ipython.user_ns.update(model=mlp(), data=(X, Y))
+    result = ipython.run_cell("%train --display none --lr 1e308")
+    assert isinstance(result.error_in_exec, UsageError) and "--lr 1e+308 is too large" in str(result.error_in_exec)
+    # the rewording itself: values kept, switches named, other dashes left alone
+    assert in_keyword_idiom("Add --resume to continue, or use --steps-per-dispatch 4 (--keep-best is a switch); "
+                            "a well-known x--y stays") == ("Add resume=True to continue, or use steps_per_dispatch=4 "
+                                                            "(keep_best is a switch); a well-known x--y stays")
+    assert in_keyword_idiom("--schedule 'linear' is not one of; --nonsense stays") == \
+        "schedule='linear' is not one of; --nonsense stays"

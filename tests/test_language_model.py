@@ -161,6 +161,6 @@ def test_sample_every_shows_generated_text_at_evaluations():
            batch_size=8, display="none", sinks=[Samples()])
     assert [s.step for s in seen] == [20, 40]
     assert all(len(s.text) == 200 and s.prompt == "\n" for s in seen)
-    with pytest.raises(ConfigError, match="--sample-every shows text from a language model"):
+    with pytest.raises(ConfigError, match="sample_every shows text from a language model"):
         jl.fit(jl.models.MLP(in_features=4, hidden=[4], num_classes=2, rngs=nnx.Rngs(0)),
                (np.zeros((8, 4), np.float32), np.arange(8) % 2), batch_size=4, sample_every=5, display="none")

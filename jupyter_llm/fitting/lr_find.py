@@ -19,6 +19,7 @@ from flax import nnx
 from jupyter_llm import events as ev
 from jupyter_llm.config import check_float32
 from jupyter_llm.errors import ConfigError
+from jupyter_llm.options import in_callers_idiom
 
 _OPTIMIZERS = {
     "sgd": lambda s: optax.sgd(s),
@@ -71,6 +72,7 @@ class _StepLosses:
             self.points.append((event.step, event.metrics["loss"]))
 
 
+@in_callers_idiom
 def lr_find(model: nnx.Module, data, *, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int = 100,
             optimizer: str = "adam", batch_size: int = 32, seed: int = 0, smoothing: float = 0.9,
             **options) -> LRFinderResult:

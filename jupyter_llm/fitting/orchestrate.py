@@ -19,12 +19,14 @@ from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ConfigError, ModelError
 from jupyter_llm.fitting.prepare import PreparedFit
 from jupyter_llm.fitting.resume import Saver, release_earlier_run, resume_point
+from jupyter_llm.options import in_callers_idiom
 from jupyter_llm.sinks.history import HistorySink
 from jupyter_llm.train import compile_cache
 from jupyter_llm.train import loop as loop_mod
 from jupyter_llm.train.interrupt import stop_on_interrupt
 
 
+@in_callers_idiom
 def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | None = None, **options):
     """Train `model` on `data` and return a `Run`.
 

@@ -15,6 +15,7 @@ from jupyter_llm.config import LOSSES, OPTIMIZERS
 from jupyter_llm.errors import JupyterLLMError, a_or_an
 from jupyter_llm.ipython import short_traceback
 from jupyter_llm.ipython.parse import TrainArgs, parse_generate_line, parse_lr_find_line, parse_train_line, train_help
+from jupyter_llm.options import speaking_flags
 
 # options that may name an object in the namespace, with the names that stay the built-ins
 _FIT_OBJECT_OPTIONS = {"optimizer": OPTIMIZERS, "loss": LOSSES}
@@ -37,7 +38,8 @@ class TrainMagics(Magics):
         import jupyter_llm as jl
 
         try:
-            run = jl.fit(model, data, **options)
+            with speaking_flags():
+                run = jl.fit(model, data, **options)
         except JupyterLLMError as exc:
             raise UsageError(str(exc)) from None
         self.shell.push({args.out: run})
@@ -58,7 +60,8 @@ class TrainMagics(Magics):
         from jupyter_llm.fitting.lr_find import lr_find
 
         try:
-            result = lr_find(model, data, **opts)
+            with speaking_flags():
+                result = lr_find(model, data, **opts)
         except JupyterLLMError as exc:
             raise UsageError(str(exc)) from None
         self.shell.push({out: result})
