@@ -293,3 +293,20 @@ def test_the_compiled_programs_kept_are_bounded():
     assert len(cache) == 3 and cache.get("a") is None and cache.get("b") == "B"
     cache.put("e", "E")  # "b" was used last: "c" goes
     assert cache.get("c") is None and [cache.get(k) for k in "bde"] == ["B", "D", "E"]
+
+
+def test_the_loop_hands_back_its_outcome(small_data):
+    """The loop's generator returns how the fit ended (no attributes mutated from closures); run_to_end passes every
+    event on and returns it."""
+    from jupyter_llm.train.loop import Outcome, run_to_end
+
+    def events():
+        yield "a"
+        yield "b"
+        return Outcome(ev.EARLY_STOPPED, "no improvement")
+
+    seen = []
+    assert run_to_end(events(), seen.append) == Outcome(ev.EARLY_STOPPED, "no improvement") and seen == ["a", "b"]
+    run = jl.fit(mlp(), small_data, epochs=50, batch_size=64, lr=0.5, display="none", val_split=0.25, early_stop=1,
+                 keep_best=True)
+    assert run.reason == "early-stopped" and "restored the best weights" in run._sink.end.message

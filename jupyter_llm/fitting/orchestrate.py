@@ -79,9 +79,8 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
             emit(prepared.compile())
             state, position = (start[0], start[1]) if start else (prepared.init_state(), None)
             loop = loop_mod.Loop(prepared.loop_plan(save=saver.save if saver else None), state, stop, position)
-            for event in loop.events():
-                emit(event)
-            reason, message = loop.reason, loop.message
+            outcome = loop_mod.run_to_end(loop.events(), emit)
+            reason, message = outcome.reason, outcome.message
             if "test" in prepared.source.eval_plans and reason in (ev.COMPLETED, ev.EARLY_STOPPED):
                 weights = loop.best if (config.keep_best and loop.best) else None
                 test_metrics = prepared.evaluate(loop.state, "test", weights=weights)

@@ -14,7 +14,7 @@ import collections
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +82,33 @@ class LoopPlan:
     sample_every: int | None = None
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a loop ended: one of the events module's reasons, and what the end-of-fit line adds to it."""
+
+    reason: str
+    message: str = ""
+
+
+@dataclass
+class _Cadence:
+    """When the last Progress went out, and the steps this loop has run (for the rate and the ETA)."""
+
+    last_report: float
+    last_step: int
+    steps_done: int = 0
+
+
+def run_to_end(events: Generator[ev.Event, None, Outcome], emit: Callable[[ev.Event], None]) -> Outcome:
+    """Send every event of `events` to `emit`; the loop's outcome."""
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as end:
+            return end.value
+        emit(event)
+
+
 class Loop:
     """Runs a plan; `state` always holds the newest state whose dispatch was issued (never a deleted buffer)."""
 
@@ -99,8 +126,6 @@ class Loop:
         self.hyper = plan.hyper(self.lr_scale)
         self.best = None  # (params, rest) at the monitor's best evaluation, with keep_best
         self._in_flight: collections.deque = collections.deque()  # (sums, chunk arguments) not yet waited for
-        self.reason = ev.FAILED
-        self.message = ""
         if plan.monitor is not None and self.start.monitor:
             plan.monitor.load(self.start.monitor)
 
@@ -147,15 +172,15 @@ class Loop:
     def _lr(self) -> float | None:
         return None if self.plan.lr_at is None else self.plan.lr_at(self.step, self.lr_scale)
 
-    def events(self) -> Iterator[ev.Event]:
+    def events(self) -> Generator[ev.Event, None, Outcome]:
+        """The fit's events, in order; the generator's return value is how it ended (`run_to_end` hands it back)."""
         plan, pos = self.plan, self.position
         t_start = time.perf_counter()
-        last_report, last_step_reported = t_start, self.step
+        cadence = _Cadence(last_report=t_start, last_step=self.step)
         window: dict[str, float] = collections.defaultdict(float)  # since the last Progress
         epoch_sums: dict[str, float] = collections.defaultdict(float, pos.epoch_sums)
         pending: list = []
         reason = ev.COMPLETED
-        steps_done_here = 0
 
         def absorb(total):
             for k, v in total.items():
@@ -163,14 +188,13 @@ class Loop:
                 epoch_sums[k] += v
 
         def progress(now):
-            nonlocal last_report, last_step_reported
             self.elapsed = now - t_start
-            rate_steps = (self.step - last_step_reported) / max(now - last_report, 1e-9)
-            overall = steps_done_here / max(self.elapsed, 1e-9)
+            rate_steps = (self.step - cadence.last_step) / max(now - cadence.last_report, 1e-9)
+            overall = cadence.steps_done / max(self.elapsed, 1e-9)
             eta = (plan.steps_total - self.step) / overall if overall > 0 else None
             metrics = self._means(window)
             window.clear()
-            last_report, last_step_reported = now, self.step
+            cadence.last_report, cadence.last_step = now, self.step
             return ev.Progress(step=self.step, steps_total=plan.steps_total, epoch=self.epoch, metrics=metrics,
                                elapsed=self.elapsed, units_per_s=rate_steps * plan.units_per_step, eta=eta,
                                lr=self._lr())
@@ -200,7 +224,7 @@ class Loop:
                 self._settle(pending, keep=MAX_IN_FLIGHT)  # bound how far the host runs ahead
                 before = self.step
                 self.step = epoch * plan.steps_per_epoch + min(first + plan.steps_per_dispatch, limit)
-                steps_done_here += self.step - before
+                cadence.steps_done += self.step - before
                 if profiler is not None:
                     profiler.after(self.step, self.state)
                 stop = self.should_stop()
@@ -208,7 +232,7 @@ class Loop:
                 at_eval = bool(plan.eval_every) and self.step % plan.eval_every == 0
                 at_save = plan.save is not None and bool(plan.save_every) and (
                     self.step // plan.save_every > before // plan.save_every)
-                if stop or at_eval or at_save or now - last_report >= plan.report_every:
+                if stop or at_eval or at_save or now - cadence.last_report >= plan.report_every:
                     absorb(self._read(pending))
                     if self.bad_step >= 0:
                         reason = ev.NAN
@@ -254,22 +278,26 @@ class Loop:
             profiler.stop()
         if reason == ev.NAN:
             self.step = self.bad_step - 1  # the weights are those after the last finite step
-            self.message = (f"loss or weights not finite at step {self.bad_step}; weights kept from step "
-                            f"{self.step}. A lower learning rate (--lr), gradient clipping (--clip 1.0) or a "
-                            f"warm-up (--warmup) usually cures a diverging fit; --skip-nonfinite N skips up to N "
-                            f"bad updates")
+        self.elapsed = time.perf_counter() - t_start
+        return Outcome(reason, self._explain(reason))
+
+    def _explain(self, reason: str) -> str:
+        """What the end-of-fit line says besides the reason."""
+        plan, notes = self.plan, []
+        if reason == ev.NAN:
+            notes.append(f"loss or weights not finite at step {self.bad_step}; weights kept from step {self.step}. "
+                         "A lower learning rate (--lr), gradient clipping (--clip 1.0) or a warm-up (--warmup) "
+                         "usually cures a diverging fit; --skip-nonfinite N skips up to N bad updates")
         elif reason == ev.EARLY_STOPPED and plan.monitor:
             m = plan.monitor
-            self.message = f"no improvement of {m.key} for {m.waited} evaluations (best {m.best:.4g} at epoch " \
-                           f"{m.best_epoch})"
+            notes.append(f"no improvement of {m.key} for {m.waited} evaluations (best {m.best:.4g} at epoch "
+                         f"{m.best_epoch})")
         if self.skipped:
-            self.message = (self.message + "; " if self.message else "") + f"skipped {self.skipped} non-finite updates"
+            notes.append(f"skipped {self.skipped} non-finite updates")
         if plan.keep_best and self.best is not None and plan.monitor:
-            note = f"restored the best weights ({plan.monitor.key} {plan.monitor.best:.4g} at epoch " \
-                   f"{plan.monitor.best_epoch})"
-            self.message = (self.message + "; " if self.message else "") + note
-        self.elapsed = time.perf_counter() - t_start
-        self.reason = reason
+            notes.append(f"restored the best weights ({plan.monitor.key} {plan.monitor.best:.4g} at epoch "
+                         f"{plan.monitor.best_epoch})")
+        return "; ".join(notes)
 
     def _watch(self, logs: dict) -> bool:
         """Apply the monitor's decision after an evaluation; True when the fit should stop early."""
