@@ -166,6 +166,11 @@ def in_keyword_idiom(message: str) -> str:
     return _FLAG_AND_VALUE.sub(keyword, message)
 
 
+def for_caller(message: str) -> str:
+    """`message` in the idiom of whoever made the current call (flags for the face, keywords for jl.fit)."""
+    return message if _SPEAKING_FLAGS.get() else in_keyword_idiom(message)
+
+
 def in_callers_idiom(fn):
     """Decorate a public entry point (jl.fit, jl.lr_find): its library errors speak keywords unless the face called."""
 

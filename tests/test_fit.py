@@ -165,7 +165,9 @@ def test_nonfinite_loss_stops_and_keeps_last_finite_weights():
     assert run.reason == "nan"
     assert all(np.isfinite(p).all() for p in params_of(model))
     assert "not finite at step" in run._sink.end.message
-    assert "--clip" in run._sink.end.message and "--lr" in run._sink.end.message  # and what to try
+    # and what to try, in a jl.fit caller's words (the magic's display says --clip 1.0, --lr)
+    assert "clip=1.0" in run._sink.end.message and "(lr)" in run._sink.end.message
+    assert "--" not in run._sink.end.message
 
 
 def test_a_chunk_that_turns_nonfinite_midway_keeps_exactly_the_last_finite_step():

@@ -19,7 +19,7 @@ from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ConfigError, ModelError
 from jupyter_llm.fitting.prepare import PreparedFit
 from jupyter_llm.fitting.resume import Saver, release_earlier_run, resume_point
-from jupyter_llm.options import in_callers_idiom
+from jupyter_llm.options import for_caller, in_callers_idiom
 from jupyter_llm.sinks.history import HistorySink
 from jupyter_llm.train import compile_cache
 from jupyter_llm.train import loop as loop_mod
@@ -80,7 +80,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
             state, position = (start[0], start[1]) if start else (prepared.init_state(), None)
             loop = loop_mod.Loop(prepared.loop_plan(save=saver.save if saver else None), state, stop, position)
             outcome = loop_mod.run_to_end(loop.events(), emit)
-            reason, message = outcome.reason, outcome.message
+            reason, message = outcome.reason, for_caller(outcome.message)
             if "test" in prepared.source.eval_plans and reason in (ev.COMPLETED, ev.EARLY_STOPPED):
                 weights = loop.best if (config.keep_best and loop.best) else None
                 test_metrics = prepared.evaluate(loop.state, "test", weights=weights)
