@@ -87,7 +87,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
                 emit(ev.Eval(loop.step, loop.epoch, "test", test_metrics))
         except KeyboardInterrupt as exc:
             reason, message, error = ev.INTERRUPTED, "stopped by a second interrupt", exc
-        except Exception as exc:
+        except BaseException as exc:  # an error, or anything else that ends the fit (SystemExit...)
             message, error = f"{type(exc).__name__}: {exc}", exc
         # whatever happened above: the weights go back, the saver's threads end, FitEnd is sent exactly once
         if loop is not None:

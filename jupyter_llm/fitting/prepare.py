@@ -54,9 +54,6 @@ class CompiledPrograms:
     def values(self) -> list:
         return list(self._entries.values())
 
-    def clear(self) -> None:
-        self._entries.clear()
-
     def __len__(self) -> int:
         return len(self._entries)
 

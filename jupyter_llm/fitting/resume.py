@@ -167,7 +167,7 @@ def _position_problem(position) -> str | None:
     if not (position.get("steps_per_dispatch") is None or _whole(position["steps_per_dispatch"], 1)):
         return f"its position's steps_per_dispatch is {position['steps_per_dispatch']!r}"
     scale = position.get("lr_scale", 1.0)
-    if not (_number(scale) and scale is not None and 0 < scale <= 1):
+    if scale is None or not _number(scale) or not 0 < scale <= 1:
         return f"its position's lr_scale is {scale!r}, not a number in (0, 1]"
     sums = position.get("epoch_sums") or {}
     if not (isinstance(sums, dict) and all(isinstance(k, str) and _number(v) for k, v in sums.items())):

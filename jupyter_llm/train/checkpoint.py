@@ -256,7 +256,7 @@ class Checkpointer:
             values.append(leaf)
             info["leaves"].append(["/".join(name), shape, dtype, impl])
         tree = _nest(names, values)
-        self.wait()  # the previous save is committed (Orbax would wait for it too): it counts for `keep`
+        self._finish_pending()  # the previous save is committed (Orbax would wait for it too): it counts for `keep`
         if not self._cleaned:
             self._remove_leftovers()
         listing = self._listing()
@@ -266,7 +266,7 @@ class Checkpointer:
         newer = sorted(s for s in listing.steps if s >= step)
         if newer:
             self._replace(newer, step)
-        self._prune()
+        self._prune()  # after the replacement: the step a fit continued from is one of the newest kept
         self._saved = True
         try:
             with interrupts_held():  # see interrupts_held: an interrupt inside Orbax's save can hang the process
@@ -286,13 +286,17 @@ class Checkpointer:
     def wait(self) -> None:
         """Block until every pending save is committed (renamed to its final `<step>` folder); after saving, drop the
         steps beyond `keep` (a reader deletes nothing)."""
-        try:
-            if hasattr(self._orbax, "wait_until_finished"):
-                self._orbax.wait_until_finished()
-        except Exception as exc:
-            raise CheckpointError(f"Saving a checkpoint to {self.directory} failed: {_short(exc)}") from exc
+        self._finish_pending()
         if self._saved:
             self._prune()
+
+    def _finish_pending(self) -> None:
+        if not self.asynchronous:  # a synchronous Orbax checkpointer has returned committed (and has no wait)
+            return
+        try:
+            self._orbax.wait_until_finished()
+        except Exception as exc:
+            raise CheckpointError(f"Saving a checkpoint to {self.directory} failed: {_short(exc)}") from exc
 
     # -- listing --------------------------------------------------------------------------------------------------
     def _all_step_dirs(self, *, warn_links: bool = False) -> list[int]:
@@ -448,7 +452,8 @@ class _QuietAbandonedReads:
     loop; the other reads then report "Event loop is closed" from TensorStore threads, and their coroutines raise
     again when garbage-collected. Both only reach `sys.unraisablehook` ("Exception ignored in ..."); after a failure
     this collects them (with a short wait) before the previous hook is put back. Every other unraisable exception
-    goes to the previous hook."""
+    goes to the previous hook. Orbax's coroutines that the failure left unawaited warn when collected ("coroutine ...
+    was never awaited", whenever the collector happens to run): those warnings are dropped here too."""
 
     def __init__(self):
         self.failed = False
@@ -462,6 +467,10 @@ class _QuietAbandonedReads:
 
     def __enter__(self):
         self._previous, sys.unraisablehook = sys.unraisablehook, self._hook
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        # (attributed to whatever frame the collector interrupts, so matched by message: a restore runs no other)
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
         return self
 
     def __exit__(self, *exc):
@@ -470,6 +479,7 @@ class _QuietAbandonedReads:
                 time.sleep(0.05)
                 gc.collect()
         finally:
+            self._warnings.__exit__(None, None, None)
             if sys.unraisablehook == self._hook:
                 sys.unraisablehook = self._previous
         return False
