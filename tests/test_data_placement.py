@@ -10,7 +10,7 @@ from jupyter_llm import events as ev
 from jupyter_llm.data import aligned, builtin, in_place
 from jupyter_llm.data.coerce import as_dataset
 from jupyter_llm.data.sources import ArraySource, WindowSource
-from jupyter_llm.train.sharding import data_parallel
+from jupyter_llm.train.layout import data_parallel
 from tests.helpers import mlp, params_of, same_params
 
 cpu_only = pytest.mark.skipif(jax.devices()[0].platform != "cpu", reason="host-buffer aliasing is what a CPU does")

@@ -189,23 +189,17 @@ def test_causal_attention_in_query_blocks_equals_the_whole(t, blocks):
 @pytest.mark.parametrize("platform,rewritten", [("cpu", True), ("gpu", False), ("tpu", False)])
 def test_flat_matmuls_applies_only_where_it_was_measured_to_help(monkeypatch, platform, rewritten):
     """The 2-D matmul rewrite was measured on XLA:CPU; on other backends the step traces the model as it is."""
-    import types
 
     from jupyter_llm.config import FitConfig
     from jupyter_llm.train import step
     from jupyter_llm.train.optim import make_optimizer
-    from jupyter_llm.train.sharding import data_parallel
     from jupyter_llm.train.state import split_model
     from tests.helpers import mlp
 
     wrapped = []
     monkeypatch.setattr(step, "flat_matmuls", lambda f: wrapped.append(f) or f)
-    real = data_parallel(8)
-    device = types.SimpleNamespace(platform=platform)
-    mesh = types.SimpleNamespace(devices=types.SimpleNamespace(flat=[device]))
-    placement = types.SimpleNamespace(mesh=mesh, replicated=real.replicated, batch=None)
     g_train, _, _ = split_model(mlp(in_features=4, hidden=(8,), num_classes=3), train=True)
     g_eval, _, _ = split_model(mlp(in_features=4, hidden=(8,), num_classes=3), train=False)
     opt = make_optimizer(FitConfig(), 10)
-    fns = step.make_step_fns(g_train, g_eval, opt, lambda o, y: jnp.zeros(o.shape[0]), {}, 2, placement)
-    assert bool(wrapped) == rewritten and callable(fns.train_chunk)
+    one = step.Step(g_train, g_eval, opt, lambda o, y: jnp.zeros(o.shape[0]), {}, platform=platform)
+    assert bool(wrapped) == rewritten and callable(one)

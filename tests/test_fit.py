@@ -287,7 +287,7 @@ def test_a_fit_leaves_the_model_in_evaluation_mode(small_data):
 
 def test_the_compiled_programs_kept_are_bounded():
     """Each distinct model a notebook tries compiles its own steps; only the newest few are kept for re-runs."""
-    from jupyter_llm.fitting.prepare import CompiledPrograms
+    from jupyter_llm.fitting.program import CompiledPrograms
 
     cache = CompiledPrograms(limit=3)
     for key in "abcd":

@@ -10,7 +10,7 @@ import jax
 import pytest
 
 import jupyter_llm as jl
-from jupyter_llm.fitting import prepare
+from jupyter_llm.fitting import program
 from jupyter_llm.train import host_memory
 from tests.helpers import mlp
 
@@ -63,7 +63,7 @@ def test_small_scratch_needs_no_change_and_a_cpu_fit_passes_its_programs_scratch
     seen = []
     monkeypatch.setattr(host_memory, "keep_scratch_mapped", seen.append)
     # compiled here, not taken from an earlier test's session cache
-    monkeypatch.setattr(prepare, "COMPILED", prepare.CompiledPrograms())
+    monkeypatch.setattr(program, "COMPILED", program.CompiledPrograms())
     x, y = digits.train
     jl.fit(mlp(), (x[:256], y[:256]), epochs=1, display="none")
     assert len(seen) == 1 and isinstance(seen[0], int) and seen[0] > 0

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     from flax import nnx
     import jupyter_llm as jl
     from jupyter_llm import events as ev
-    from jupyter_llm.fitting import prepare
+    from jupyter_llm.fitting import program
 
     class Devices:
         def on(self, event):
@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent("""
     model = jl.models.MLP(in_features=64, hidden=[32], num_classes=10, rngs=nnx.Rngs(0))
     run = jl.fit(model, digits, epochs=4, batch_size=64, lr=1e-2, val_split=0.2, seed=0, display="none", sinks=[seen])
     out["mlp"] = {"devices": seen.text, "history": run.history, "test": run.evaluate("test")}
-    hlo = [c["train"].as_text() for _, c, _ in prepare.COMPILED.values()]
+    hlo = [p.executables["train"].as_text() for p in program.COMPILED.values()]
     out["mlp"]["all_reduce"] = any("all-reduce" in h for h in hlo)
 
     path = sys.argv[1]

@@ -109,7 +109,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     from jupyter_llm.fitting.runlog import record
 
     run = Run(model=model, config=config, dataset=prepared.dataset, source=prepared.source, history_sink=history,
-              steps=prepared.steps, loss_name=prepared.loss_name, state=loop.state, position=loop.position)
+              chunks=prepared.program.chunks, loss_name=prepared.loss_name, state=loop.state, position=loop.position)
     record(run)
     return run
 

@@ -109,7 +109,7 @@ def resume_point(config, prepared):
         _check_same_structure(like, source.state, "the earlier run")
         position = _check_dispatches(Position.from_dict(source.position.to_dict()), prepared, "the earlier run")
         _check_not_past_end(position, prepared, "the earlier run")
-        state = prepared.placement.put(fresh_copy(source.state))  # the earlier Run stays usable
+        state = prepared.layout.put_state(fresh_copy(source.state))  # the earlier Run stays usable
         return state, position, (source.history, source.log)
     directory = config.checkpoint if source is True else source
     if directory is None:
@@ -121,7 +121,8 @@ def resume_point(config, prepared):
         raise ConfigError(f"Cannot resume: there is no checkpoint directory {str(directory)!r}.")
     from jupyter_llm.train.checkpoint import Checkpointer
 
-    like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=prepared.placement.replicated), like)
+    like = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), like,
+                        prepared.layout.state_shardings(like))
     what = f"the checkpoint in {directory}"
 
     def check_settings(meta):

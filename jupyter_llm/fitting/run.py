@@ -12,14 +12,10 @@ from jupyter_llm.data.coerce import as_array, check_class_labels, check_split
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.data.plans import ordered_plan
 from jupyter_llm.errors import DataError
+from jupyter_llm.fitting.prepare import means
 from jupyter_llm.train.state import split_model
 
 PREDICT_BATCH = 1024
-
-
-def _means(sums: dict) -> dict[str, float]:
-    count = float(sums["count"])
-    return {k: float(v) / count for k, v in sums.items() if k != "count"}
 
 
 class Run:
@@ -30,13 +26,13 @@ class Run:
     configuration; `reason` says how the fit ended (completed, interrupted, nan, ...).
     """
 
-    def __init__(self, *, model, config, dataset, source, history_sink, steps, loss_name: str, state, position=None):
+    def __init__(self, *, model, config, dataset, source, history_sink, chunks, loss_name: str, state, position=None):
         self.model = model
         self.config = config
         self.dataset = dataset
         self._source = source
         self._sink = history_sink
-        self._steps = steps
+        self._chunks = chunks
         self.loss_name = loss_name
         self.state = state  # the final TrainState (optimizer included), for resuming
         self.position = position  # where the loop stood (epoch, chunk, partial sums), for resuming
@@ -86,8 +82,8 @@ class Run:
         if isinstance(split_or_arrays, str):
             if split_or_arrays in self._source.eval_plans:  # a split of the fit: already on the device
                 idx, w = self._source.eval_plans[split_or_arrays]
-                sums = self._steps.eval_split(params, rest, self._source.device[split_or_arrays], idx, w)
-                return self._source.derive(_means(jax.device_get(sums)))
+                sums = self._chunks.evaluate(params, rest, self._source.device[split_or_arrays], idx, w)
+                return self._source.derive(means(jax.device_get(sums)))
             split = self.dataset.train if (split_or_arrays == "train" and isinstance(self.dataset, Dataset)) else None
             if split is None:
                 have = [k for k in ("train", *self._source.eval_plans) if k != "train" or isinstance(
@@ -103,7 +99,7 @@ class Run:
         batch = min(self.config.batch_size * 8, len(x))
         idx, w = ordered_plan(len(x), batch)
         data = self._source.placement.put((x, y))
-        return _means(jax.device_get(self._steps.eval_split(params, rest, data, idx, w)))
+        return means(jax.device_get(self._chunks.evaluate(params, rest, data, idx, w)))
 
     def _check_like_training(self, x, y, what: str) -> None:
         """Arrays given to evaluate/predict shaped like the fit's own examples (and, for classes, labels in range):
@@ -123,7 +119,7 @@ class Run:
         if self.loss_name == "cross_entropy":
             params, rest = self._weights()
             spec = jax.ShapeDtypeStruct((1, *example.shape[1:]), example.dtype)
-            check_class_labels(y, jax.eval_shape(self._steps.predict, params, rest, spec).shape[-1], what)
+            check_class_labels(y, jax.eval_shape(self._chunks.predict, params, rest, spec).shape[-1], what)
 
     def predict(self, x) -> np.ndarray:
         """Model outputs (logits for classifiers) for inputs `x`, computed in batches with the eval-mode model."""
@@ -132,7 +128,7 @@ class Run:
             raise DataError(f"predict takes a batch of inputs with an example dimension; got a scalar {x!r}.")
         self._check_like_training(x, None, "predict")
         params, rest = self._weights()
-        outs = [self._steps.predict(params, rest, jnp.asarray(x[i:i + PREDICT_BATCH]))
+        outs = [self._chunks.predict(params, rest, jnp.asarray(x[i:i + PREDICT_BATCH]))
                 for i in range(0, len(x), PREDICT_BATCH)]
         return np.concatenate(jax.device_get(outs)) if outs else np.zeros((0,))
 

@@ -4,7 +4,7 @@ Host work per dispatch is one compiled call; metrics stay on the device as small
 (`report_every` seconds of wall time, and every epoch end), where they are read in one transfer. At most
 `MAX_IN_FLIGHT` dispatches run ahead of the host, so a stop request is honoured within a chunk or two. A chunk the
 compiled path could not take whole (a non-finite step inside) is found when the host waits for it, and redone step by
-step (`redo_chunk`), together with the chunks dispatched after it, which left the state alone (train/step.py).
+step (`redo_chunk`), together with the chunks dispatched after it, which left the state alone (train/chunk.py).
 The loop can start mid-fit (`Position`), which is how resuming gives the same history as an uninterrupted fit.
 """
 
