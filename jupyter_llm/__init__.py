@@ -22,6 +22,7 @@ _LAZY = {
     "errors": ("jupyter_llm.errors", None),
     "JupyterLLMError": ("jupyter_llm.errors", "JupyterLLMError"),
     "runs": ("jupyter_llm.fitting.runlog", "runs"),
+    "distributed": ("jupyter_llm.distributed", None),
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]

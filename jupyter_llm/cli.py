@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from jupyter_llm.ipython.parse import train_help
 
     if "-h" in rest or "--help" in rest:
-        print(train_help("python -m jupyter_llm train"))
+        print(train_help("python -m jupyter_llm train") + DISTRIBUTED_HELP)
         return 0
     try:
         with speaking_flags():
@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     except JupyterLLMError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    from jupyter_llm.distributed import is_main
+
+    if not is_main():  # process 0 reports for all
+        return 0
     final = {k: v[-1] for k, v in run.history.items() if v}
     if run.test_metrics:
         final.update({f"test_{k}": v for k, v in run.test_metrics.items()})
@@ -48,6 +52,37 @@ def one_line(exc: Exception) -> str:
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
+DISTRIBUTED_HELP = """
+several processes (each runs the same command; JAX's distributed runtime joins them, only process 0 prints):
+  --coordinator HOST:PORT   address of process 0 (omit all three where JAX detects the cluster: SLURM, TPU pods)
+  --num-processes N         how many processes take part
+  --process-id I            this process's number, 0 to N-1
+  --local-devices N         CPU only: devices this process simulates (for trials and tests)
+"""
+
+
+def _distributed_options(argv: list[str]) -> tuple[dict, list[str]]:
+    """The multi-process flags, taken out of the train options."""
+    from jupyter_llm.options import _Parser
+
+    parser = _Parser(prog="python -m jupyter_llm train", add_help=False, allow_abbrev=False)
+    parser.add_argument("--coordinator", default=None)
+    for flag in ("--num-processes", "--process-id", "--local-devices"):
+        parser.add_argument(flag, type=_whole(flag), default=None)
+    known, rest = parser.parse_known_args(argv)
+    return {k: v for k, v in vars(known).items() if v is not None}, rest
+
+
+def _whole(flag: str):
+    def convert(text: str) -> int:
+        if not text.strip().isdigit():
+            raise ValueError(f"{flag} takes a whole number, got {text!r}")
+        return int(text)
+
+    convert.__name__ = "whole number"
+    return convert
+
+
 def train(argv: list[str]):
     import shlex
 
@@ -58,7 +93,17 @@ def train(argv: list[str]):
     from jupyter_llm.fitting.orchestrate import fit
     from jupyter_llm.ipython.parse import parse_train_line
 
-    args = parse_train_line(shlex.join(argv), prog="python -m jupyter_llm train")
+    distributed, argv = _distributed_options(argv)
+    if distributed:
+        from jupyter_llm import distributed as dist
+
+        local = distributed.pop("local_devices", None)
+        if distributed:
+            dist.init(distributed.get("coordinator"), distributed.get("num_processes"),
+                      distributed.get("process_id"), local_devices=local)
+        else:
+            dist.simulate_cpu_devices(local)
+    args = parse_train_line(shlex.join(argv), prog="python -m jupyter_llm train", python_names=False)
     options = dict(args.fit_options)
     options.setdefault("display", "text")
     config = make_config(**options)  # checked before the model is built from --seed or any data is read

@@ -83,6 +83,9 @@ class FitConfig:
     # runtime
     precision: str = _opt("fp32", "compute precision: fp32, or bf16 (float32 master weights; for GPUs and TPUs)",
                           PRECISIONS)
+    mesh: Any = _opt(None, "devices as a mesh, e.g. data=2,fsdp=2,model=2: data splits the batch, fsdp also shards "
+                           "parameters and optimizer state, model splits layers (tensor parallel)",
+                     unset="every local device on data")
     seed: int = _opt(0, "seed of data order, validation split and dropout of built-in models")
     display: str = _opt("auto", "progress display: auto, widget, html, text or none", DISPLAYS)
     steps_per_dispatch: int | None = _opt(None, "training steps per compiled call (default: from the step's cost)")
@@ -129,6 +132,7 @@ class FitConfig:
                 raise ConfigError(f"--{name} must be a directory path, got {value!r}.")
         if self.profile is not None and self.logdir is None:
             raise ConfigError("--profile writes its trace into --logdir; give --logdir DIR as well.")
+        object.__setattr__(self, "mesh", _mesh_text(self.mesh))
         _check_choice(self, "optimizer", OPTIMIZERS, allow_object=True)
         _check_choice(self, "loss", LOSSES, allow_object=True, allow_none=True)
         _check_choice(self, "display", DISPLAYS)
@@ -137,6 +141,13 @@ class FitConfig:
         if not isinstance(self.optimizer, str) and (self.schedule != "constant" or self.warmup):
             raise ConfigError("--schedule and --warmup apply to named optimizers; an optax object brings its own "
                               "learning rate (build it with an optax schedule instead).")
+
+    @property
+    def mesh_sizes(self) -> dict[str, int] | None:
+        """--mesh as {axis: size}, or None for the default (every local device on data)."""
+        if self.mesh is None:
+            return None
+        return {axis: int(n) for axis, n in (part.split("=") for part in self.mesh.split(","))}
 
     @property
     def monitor_mode(self) -> str:
@@ -150,6 +161,43 @@ class FitConfig:
             v = getattr(self, f.name)
             out[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else _describe(v)
         return out
+
+
+MESH_AXES = ("data", "fsdp", "model")
+
+
+def _mesh_text(mesh) -> str | None:
+    """--mesh as its one spelling, 'data=D,fsdp=F,model=M' (all three axes, in that order), from text naming any
+    of them or a dict; None for the default."""
+    if mesh is None:
+        return None
+    example = "Give it as data=2,fsdp=2,model=2 (any of the three axes, each a whole number of devices)."
+    if isinstance(mesh, str):
+        pairs = []
+        for part in mesh.replace(" ", "").split(","):
+            if part.count("=") != 1:
+                raise ConfigError(f"--mesh {mesh!r} is not a mesh. {example}")
+            pairs.append(tuple(part.split("=")))
+    elif isinstance(mesh, dict):
+        pairs = list(mesh.items())
+    else:
+        raise ConfigError(f"--mesh must be text or a dict of axis sizes, got {type(mesh).__name__}. {example}")
+    sizes = {}
+    for axis, n in pairs:
+        if axis not in MESH_AXES:
+            raise ConfigError(f"--mesh has no axis {axis!r}; its axes are data, fsdp and model. {example}")
+        if axis in sizes:
+            raise ConfigError(f"--mesh names {axis} twice. {example}")
+        if isinstance(n, numbers.Integral) and not isinstance(n, bool):
+            size = int(n)
+        elif isinstance(n, str) and n.strip().isdigit():
+            size = int(n)
+        else:
+            raise ConfigError(f"--mesh {axis}={n!r} is not a whole number of devices. {example}")
+        if size < 1:
+            raise ConfigError(f"--mesh {axis}={size}: a mesh axis has at least 1 device.")
+        sizes[axis] = size
+    return ",".join(f"{a}={sizes.get(a, 1)}" for a in MESH_AXES)
 
 
 def _describe(obj) -> str:

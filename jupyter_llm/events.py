@@ -46,6 +46,7 @@ class CompileEnd:
     seconds: float
     flops_per_step: float | None = None  # from XLA's cost analysis, when available
     cached: bool = False  # True when the compiled steps were reused from an earlier fit
+    memory: Mapping[str, int] | None = None  # bytes per device: parameters, optimizer state, data, step temporaries
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class FitEnd:
     history: Mapping[str, list] = field(default_factory=dict)
     test_metrics: Mapping[str, float] | None = None
     message: str = ""  # e.g. where a NaN appeared
+    memory: Mapping[str, int] | None = None  # as CompileEnd's: bytes per device, part by part
 
 
 Event = FitStart | CompileStart | CompileEnd | Progress | Eval | Sample | EpochEnd | FitEnd

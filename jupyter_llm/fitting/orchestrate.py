@@ -16,6 +16,7 @@ from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig, make_config
 from jupyter_llm.data.coerce import as_dataset
 from jupyter_llm.data.text import TextCorpus
+from jupyter_llm.distributed import is_main
 from jupyter_llm.errors import ConfigError, ModelError
 from jupyter_llm.fitting.prepare import PreparedFit
 from jupyter_llm.fitting.resume import Saver, release_earlier_run, resume_point
@@ -51,6 +52,11 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
                           "part already: set it with jl.datasets.text(..., val_fraction=0.1) and drop --val-split.")
     dataset = data if isinstance(data, TextCorpus) else as_dataset(data, val_split=config.val_split, seed=config.seed)
     prepared = PreparedFit(model, dataset, config)
+    if prepared.layout.processes > 1 and (config.checkpoint is not None or config.resume not in (None, False) and
+                                          not _is_run(config.resume)):
+        raise ConfigError("--checkpoint and --resume DIR are not available yet with several processes: every "
+                          "process would manage the same folder. Train in one process to keep checkpoints, or "
+                          "resume from a Run.")
     start = resume_point(config, prepared)  # None, or (state, position, history) — checked before any work
     history = HistorySink(*(start[2] if start else ()))
     if config.logdir is not None:  # refuse a bad --logdir before the checkpoint folder is made
@@ -102,7 +108,8 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
         emit(ev.FitEnd(reason=reason, step=loop.step if loop else 0, epoch=loop.epoch if loop else 0,
                        elapsed=loop.elapsed if loop else 0.0,
                        compile_seconds=history.compile.seconds if history.compile else 0.0,
-                       history=history.history, test_metrics=test_metrics, message=message))
+                       history=history.history, test_metrics=test_metrics, message=message,
+                       memory=history.compile.memory if history.compile else None))
         if error is not None:
             raise error
     from jupyter_llm.fitting.run import Run
@@ -112,6 +119,12 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
               chunks=prepared.program.chunks, loss_name=prepared.loss_name, state=loop.state, position=loop.position)
     record(run)
     return run
+
+
+def _is_run(obj) -> bool:
+    from jupyter_llm.fitting.run import Run
+
+    return isinstance(obj, Run)
 
 
 def _write_back(model, loop, config) -> None:
@@ -127,7 +140,7 @@ def _alive(state) -> bool:
 
 
 def _display_sinks(mode: str) -> list:
-    if mode == "none":
+    if mode == "none" or not is_main():  # with several processes, process 0 speaks for all
         return []
     try:
         from jupyter_llm.sinks.select import make_display_sinks
@@ -139,7 +152,7 @@ def _display_sinks(mode: str) -> list:
 
 
 def _logdir_sinks(config) -> list:
-    if config.logdir is None:
+    if config.logdir is None or not is_main():
         return []
     from jupyter_llm.sinks.logdir import LogdirSink
 

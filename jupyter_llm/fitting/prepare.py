@@ -21,7 +21,7 @@ from jupyter_llm.errors import ConfigError
 from jupyter_llm.fitting import checks
 from jupyter_llm.fitting.program import compile_program
 from jupyter_llm.train import loop as loop_mod
-from jupyter_llm.train.layout import data_parallel
+from jupyter_llm.train.layout import data_parallel, from_mesh
 from jupyter_llm.train.losses import resolve_loss, smoothed
 from jupyter_llm.train.monitor import Monitor
 from jupyter_llm.train.optim import make_optimizer
@@ -35,10 +35,11 @@ class PreparedFit:
 
     def __init__(self, model: nnx.Module, dataset, config: FitConfig):
         self.model, self.dataset, self.config = model, dataset, config
-        self.layout = data_parallel(config.batch_size)
         self.graphdef_train, self.params, self.rest = split_model(model, train=True)
         self.graphdef_eval, _, _ = split_model(model, train=False)
         checks.check_trainable(model, self.params)
+        sizes = config.mesh_sizes
+        self.layout = data_parallel(config.batch_size) if sizes is None else from_mesh(sizes, config.batch_size, model)
         self.source = self._make_source()
         out_shape, out_dtype = checks.check_model_input(model, self.graphdef_eval, self.params, self.rest,
                                                         self.source.example)

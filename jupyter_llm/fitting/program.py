@@ -8,12 +8,14 @@ analyses: the FLOPs per step, and the scratch each program allocates (on CPU, gl
 from __future__ import annotations
 
 import collections
+import math
 import time
 from dataclasses import dataclass
 
 import jax
 
 from jupyter_llm import events as ev
+from jupyter_llm.errors import ConfigError
 from jupyter_llm.train import host_memory
 from jupyter_llm.train.chunk import Chunks, make_chunks
 from jupyter_llm.train.state import init_state
@@ -54,6 +56,7 @@ class Program:
     chunks: Chunks  # the jitted functions (redo and predict compile on first use)
     executables: dict  # "train", "plan", and one per evaluated split: compiled ahead of time
     flops_per_step: float | None
+    memory: dict  # bytes per device, part by part (memory_per_device)
 
     def evaluate_sums(self, split: str, params, rest, source) -> dict:
         idx, w = source.eval_plans[split]
@@ -78,7 +81,7 @@ def compile_program(prepared) -> tuple[Program, ev.CompileEnd]:
     key = cache_key(prepared)
     if (program := COMPILED.get(key)) is not None:
         return program, ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=program.flops_per_step,
-                                      cached=True)
+                                      cached=True, memory=program.memory)
     src, layout, c = prepared.source, prepared.layout, prepared.config
     state = jax.eval_shape(lambda p, r: init_state(p, r, prepared.optimizer, copy=False), prepared.params,
                            prepared.rest)
@@ -92,11 +95,37 @@ def compile_program(prepared) -> tuple[Program, ev.CompileEnd]:
         executables[name] = chunks.evaluate.lower(prepared.params, prepared.rest, src.device[name], pidx,
                                                   pw).compile()
     flops = _flops_per_step(executables["train"], prepared.steps_per_dispatch)
+    scratch = max(_scratch_bytes(e) for e in executables.values())
     if layout.platform == "cpu":
-        host_memory.keep_scratch_mapped(max(_scratch_bytes(e) for e in executables.values()))
-    program = Program(chunks, executables, flops)
+        host_memory.keep_scratch_mapped(scratch)
+    program = Program(chunks, executables, flops, memory_per_device(prepared, state, scratch))
+    check_fits_in_memory(program.memory, layout)
     COMPILED.put(key, program)
-    return program, ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=flops)
+    return program, ev.CompileEnd(seconds=time.perf_counter() - t0, flops_per_step=flops, memory=program.memory)
+
+
+def memory_per_device(prepared, state, scratch: int) -> dict[str, int]:
+    """What one device holds during the fit, part by part: the layout's share of the parameters and optimizer state
+    (a sharded leaf counts its slice), the device-resident data (replicated), and the train program's temporaries
+    (XLA's memory analysis)."""
+    layout = prepared.layout
+    data = sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(prepared.source.device))
+    return {"parameters": layout.bytes_per_device(state.params), "optimizer state":
+            layout.bytes_per_device(state.opt_state), "data": int(data), "step temporaries": int(scratch)}
+
+
+def check_fits_in_memory(memory: dict, layout) -> None:
+    """Refuse, with the estimate and what would help, a fit whose state and step will not fit in device memory
+    (where the device says how much it has: GPUs and TPUs; a CPU's memory is the host's)."""
+    local = [d for d in layout.mesh.devices.flat if d.process_index == jax.process_index()]
+    stats = (local[0].memory_stats() if local else None) or {}
+    limit = stats.get("bytes_limit")
+    need = sum(memory.values())
+    if limit and need > 0.95 * limit:
+        raise ConfigError(f"This fit needs about {need / 2**30:.2f} GiB per device (" + ", ".join(
+            f"{k} {v / 2**30:.2f}" for k, v in memory.items()) + f" GiB) and a device has {limit / 2**30:.2f} GiB. "
+            "Shard the parameters and optimizer state over more devices (--mesh fsdp=N), use a smaller "
+            "--batch-size, or keep the batch with --accumulate N over smaller ones.")
 
 
 def _scratch_bytes(compiled) -> int:

@@ -19,14 +19,16 @@ class TrainArgs:
     fit_options: dict = field(default_factory=dict)  # only the options the user gave; fit supplies defaults
 
 
-def parse_train_line(line: str, prog: str = "%%train") -> TrainArgs:
+def parse_train_line(line: str, prog: str = "%%train", *, python_names: bool = True) -> TrainArgs:
+    """The options of a %%train line. `python_names`: --model and --out name objects in the namespace (the
+    command line's --model is a built-in model's name, such as gpt-char-tiny)."""
     try:
         argv = shlex.split(line, comments=True)
     except ValueError as exc:
         raise ConfigError(f"Cannot read the options ({exc}); check the quotes in {line!r}.") from None
     parsed = vars(build_parser(prog).parse_args(argv))
     magic = {o.name: parsed.pop(o.name, o.default) for o in MAGIC_OPTIONS}
-    for name in ("model", "out"):
+    for name in ("model", "out") if python_names else ():
         if not str(magic[name]).isidentifier() or keyword.iskeyword(str(magic[name])):
             raise ConfigError(f"--{name} must be a Python name (not a keyword), got {magic[name]!r}.")
     given = {k for k, v in parsed.items() if v is not None}  # what the user set: fit supplies the defaults

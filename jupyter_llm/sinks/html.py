@@ -13,7 +13,7 @@ from html import escape
 from jupyter_llm import events as ev
 from jupyter_llm.sinks.series import Curves
 from jupyter_llm.sinks.svg import line_chart_svg, svg_img
-from jupyter_llm.sinks.text import format_duration, format_rate
+from jupyter_llm.sinks.text import format_duration, format_memory, format_rate
 from jupyter_llm.sinks.throttle import Throttle
 
 REDRAW_INTERVAL = 0.25  # seconds: at most ~4 redraws a second; final events always draw
@@ -105,7 +105,8 @@ class LiveView:
         elif isinstance(event, ev.CompileEnd):
             what = "reused compiled steps" if event.cached else "compiled"
             flops = f" · {event.flops_per_step / 1e9:.3g} GFLOP/step" if event.flops_per_step else ""
-            self.phase = f"{what} in {event.seconds:.2f} s{flops}"
+            memory = format_memory(event.memory)
+            self.phase = f"{what} in {event.seconds:.2f} s{flops}" + (f" · {memory}" if memory else "")
         elif isinstance(event, ev.Progress):
             self.progress = event
             if "loss" in event.metrics:

@@ -17,7 +17,7 @@ from jupyter_llm import events as ev
 from jupyter_llm.sinks.html import END_STYLES, end_banner_html, fmt_value, header_html
 from jupyter_llm.sinks.series import Curves
 from jupyter_llm.sinks.svg import line_chart_svg, svg_img
-from jupyter_llm.sinks.text import format_duration
+from jupyter_llm.sinks.text import format_duration, format_memory
 
 PACKAGES = ("jax", "flax", "optax", "jupyter_llm")
 REPORT_POINTS = 256  # points per curve in a report: enough for the shape, small in the saved notebook
@@ -104,6 +104,7 @@ class Report:
             "seed": str(cfg.get("seed", "?")),
             "config": ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None),
             "time": f"train {format_duration(e.elapsed)}, compile {e.compile_seconds:.1f} s",
+            **({"memory": format_memory(e.memory)} if e.memory else {}),
             "end": e.reason + (f" — {e.message}" if e.message else ""),
             "versions": ", ".join(f"{k} {v}" for k, v in self.versions.items()),
         }

@@ -21,6 +21,21 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+def format_memory(memory) -> str:
+    """'parameters 1.2 MB, optimizer state 2.4 MB, ... per device' (empty without figures)."""
+    if not memory:
+        return ""
+    return ", ".join(f"{k} {format_bytes(v)}" for k, v in memory.items()) + " per device"
+
+
 def format_metrics(metrics, keys=None) -> str:
     items = [(k, v) for k, v in metrics.items() if keys is None or k in keys]
     return " ".join(f"{k} {v:.4g}" for k, v in items)
@@ -59,7 +74,8 @@ class TextSink:
                           f"batch {event.batch_size}, {event.steps_total} steps")
         elif isinstance(event, ev.CompileEnd):
             what = "reused compiled steps" if event.cached else "compiled"
-            self._println(f"{what} in {event.seconds:.2f}s")
+            memory = format_memory(event.memory)
+            self._println(f"{what} in {event.seconds:.2f}s" + (f" | {memory}" if memory else ""))
         elif isinstance(event, ev.Progress):
             self._progress = event
             now = time.monotonic()
