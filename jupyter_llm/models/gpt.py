@@ -214,9 +214,10 @@ class GPT(nnx.Module):
         """A GPT holding pretrained GPT-2 weights: `name_or_path` is a pinned name ("gpt2", "gpt2-medium",
         "gpt2-large", "gpt2-xl": downloaded once into the data cache, SHA-256 checked, see `jupyter_llm.hub`) or a
         folder in Hugging Face's format (config.json + model.safetensors, as `save_pretrained` and transformers
-        write). `dropout` is for fine-tuning (GPT-2's own config says 0.1; the default is none); `block_size` keeps
-        only the first positions (a shorter context costs less memory and compute). Read as NumPy through
-        `safetensors`: no torch, no pickle."""
+        write; a name wins over a folder called the same: write "./gpt2" for the folder). `dropout` is for
+        fine-tuning (GPT-2's own config says 0.1; the default is none); `block_size` keeps only the first positions
+        (a shorter context costs less memory and compute). Read as NumPy through `safetensors`: no torch, no
+        pickle."""
         from jupyter_llm.models.hf_gpt2 import load
 
         return load(cls, name_or_path, dropout=dropout, block_size=block_size, rngs=rngs, cache_dir=cache_dir)
