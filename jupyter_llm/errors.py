@@ -36,3 +36,8 @@ class DatasetNotFound(JupyterLLMError, KeyError):
 
 class ChecksumError(JupyterLLMError, IOError):
     """A downloaded or cached file does not match its published checksum."""
+
+
+class PretrainedError(JupyterLLMError, ValueError):
+    """A pretrained model or tokenizer cannot be read: a missing folder or file, a config that is not GPT-2's, weights
+    that do not fit their config, or a named checkpoint whose checksums this version does not pin."""

@@ -3,25 +3,33 @@ language-model tokenizer shifted to keep id 0 for padding) for text classificati
 
 All serialise to plain JSON (`to_dict` / `tokenizer_from_dict`, the one registry of kinds), so a checkpoint or a
 saved run decodes exactly as the fit did — no pickle. BPE is trained on the corpus itself with Hugging Face
-`tokenizers` (nothing downloaded).
+`tokenizers` (nothing downloaded), or is a pretrained byte-level BPE: GPT-2's by name (`"gpt2"`, downloaded once from
+its pinned commit and checksum-verified, see `jupyter_llm.hub`) or any read from a `tokenizer.json` or a
+`vocab.json` + `merges.txt` pair. A pretrained one is a `BPETokenizer` like a trained one, so it travels the same way
+(its whole tokenizer.json inside the record: 1.4 MB for GPT-2's).
 """
 
 from __future__ import annotations
 
 import collections
+import difflib
 import json
 import numbers
+import os
 import re
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from jupyter_llm.errors import ConfigError, DataError
+from jupyter_llm import hub
+from jupyter_llm.errors import ConfigError, DataError, PretrainedError
 
 BPE_MIN_VOCAB = 256  # byte-level BPE starts from the 256 byte values; merges only add to them
 BPE_MAX_VOCAB = 2**20  # `tokenizers` reserves memory for the whole vocabulary up front: near 2**32 it aborts Python
 PAD_ID, UNK_ID = 0, 1  # of the classification tokenizers: 0 is what `models.TextClassifier` masks out
 PAD, UNK = "<pad>", "<unk>"
+_EOT = "<|endoftext|>"  # GPT-2's end-of-text token, a special token of its vocabulary
 
 
 class CharTokenizer:
@@ -60,7 +68,8 @@ class CharTokenizer:
 
 
 class BPETokenizer:
-    """Byte-level BPE trained on the corpus (Hugging Face `tokenizers`)."""
+    """Byte-level BPE (Hugging Face `tokenizers`): trained on the corpus (`train`), or pretrained (`pretrained`,
+    `from_file`), such as GPT-2's 50,257 tokens."""
 
     kind = "bpe"
 
@@ -84,6 +93,46 @@ class BPETokenizer:
         tok.train_from_iterator([text], trainer=trainer)
         return cls(tok)
 
+    @classmethod
+    def pretrained(cls, name: str, *, cache_dir=None) -> "BPETokenizer":
+        """The tokenizer of a named pretrained model ("gpt2", ... see `jupyter_llm.hub`): its tokenizer.json,
+        downloaded once from the pinned commit and checked against its SHA-256."""
+        source = hub.TOKENIZER_OF.get(name)
+        if source is None:
+            hub.checkpoint(name)  # raises with the names
+        return cls.from_file(hub.hub_file(source, "tokenizer.json", cache_dir=cache_dir))
+
+    @classmethod
+    def from_file(cls, path) -> "BPETokenizer":
+        """A pretrained tokenizer from a `tokenizer.json` file, or from a folder holding a tokenizer.json or a
+        `vocab.json` + `merges.txt` pair (GPT-2's original files, read as GPT-2's byte-level BPE)."""
+        from tokenizers import Tokenizer
+
+        p = Path(os.path.expanduser(str(path)))
+        if p.is_dir():
+            if (p / "tokenizer.json").is_file():
+                p = p / "tokenizer.json"
+            elif (p / "vocab.json").is_file() and (p / "merges.txt").is_file():
+                return cls(_byte_level_bpe(p / "vocab.json", p / "merges.txt"))
+            else:
+                raise PretrainedError(f"The folder {str(p)!r} holds no tokenizer.json and no vocab.json + merges.txt "
+                                      "pair; give the folder of a Hugging Face tokenizer or the path of its file.")
+        elif not p.is_file():
+            raise PretrainedError(f"There is no tokenizer file or folder {str(p)!r}; give a tokenizer.json, a folder "
+                                  "holding one (or vocab.json + merges.txt), or a name: "
+                                  f"{', '.join(hub.TOKENIZER_OF)}.")
+        try:
+            return cls(Tokenizer.from_file(str(p)))
+        except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise PretrainedError(f"{str(p)!r} is not a Hugging Face tokenizer.json ({exc}).") from None
+
+    def save_pretrained(self, folder) -> Path:
+        """Write `tokenizer.json` into `folder` (what transformers' GPT2TokenizerFast and `from_file` read)."""
+        path = Path(os.path.expanduser(str(folder))) / "tokenizer.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tok.save(str(path))
+        return path
+
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
@@ -92,7 +141,8 @@ class BPETokenizer:
         return np.asarray(self._tok.encode(text).ids, dtype=np.int32)
 
     def decode(self, ids) -> str:
-        return self._tok.decode([int(i) for i in np.asarray(ids).reshape(-1)])
+        # special tokens (GPT-2's <|endoftext|>) stay in the text, as transformers decodes: encode round-trips
+        return self._tok.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=False)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "json": self._tok.to_str()}
@@ -116,15 +166,49 @@ def check_bpe_vocab_size(vocab_size, name: str = "vocab_size") -> int:
     return int(vocab_size)
 
 
+def _byte_level_bpe(vocab: Path, merges: Path):
+    """GPT-2's tokenizer from its two original files: byte-level pre-tokenization without a prefix space, the
+    merges, and <|endoftext|> as a special token when the vocabulary has it (as transformers builds it)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    try:
+        tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    except Exception as exc:  # tokenizers raises a bare Exception for files it cannot parse
+        raise PretrainedError(f"{str(vocab)!r} and {str(merges)!r} are not a BPE vocabulary and merges ({exc})."
+                              ) from None
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    if tok.token_to_id(_EOT) is not None:
+        tok.add_special_tokens([_EOT])
+    return tok
+
+
 def make_tokenizer(kind, text: str, vocab_size: int | None = None, *, name: str = "vocab_size"):
-    """A tokenizer trained on `text`; `name` is how the caller spells `vocab_size`, for error messages."""
-    if not isinstance(kind, str):
+    """A tokenizer for `text`: "char" or "bpe" are trained on it, a pretrained name ("gpt2") or the path of a
+    tokenizer file or folder is read as it is. `name` is how the caller spells `vocab_size`, for error messages."""
+    if not isinstance(kind, (str, os.PathLike)):
         return kind  # an already built tokenizer
     if kind == "char":
         return CharTokenizer.train(text)
     if kind == "bpe":
         return BPETokenizer.train(text, 512 if vocab_size is None else vocab_size, name=name)
-    raise ConfigError(f"Unknown tokenizer {kind!r}; use 'char' or 'bpe'.")
+    pretrained = isinstance(kind, str) and kind in hub.TOKENIZER_OF
+    if pretrained or isinstance(kind, os.PathLike) or _looks_like_path(kind):
+        if vocab_size is not None:
+            raise ConfigError(f"{name}= sets the size of a BPE trained on the text; the pretrained tokenizer "
+                              f"{str(kind)!r} has its own vocabulary. Leave {name} out.")
+        return BPETokenizer.pretrained(kind) if pretrained else BPETokenizer.from_file(kind)
+    close = difflib.get_close_matches(kind, ["char", "bpe", *hub.TOKENIZER_OF], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"Unknown tokenizer {kind!r}; use 'char', 'bpe', a pretrained one "
+                      f"({', '.join(hub.TOKENIZER_OF)}) or the path of a tokenizer.json or of a folder holding one."
+                      f"{hint}")
+
+
+def _looks_like_path(kind: str) -> bool:
+    """An existing file or folder, or a string shaped like a path (a typo in one must say 'no such file')."""
+    return os.path.exists(os.path.expanduser(kind)) or "/" in kind or os.sep in kind or kind.endswith(".json")
 
 
 # A word (letters/digits/underscore, with inner apostrophes: "don't") or one punctuation mark. Control characters

@@ -10,6 +10,10 @@ dropout on the attention weights is left out, so that attention stays one call o
 
 The attention takes an optional key/value cache, so the same weights serve training (full causal forward) and
 fast generation (one token at a time, see `jupyter_llm.models.generate`).
+
+This is also GPT-2's architecture: `GPT.from_pretrained("gpt2")` loads OpenAI's weights, `save_pretrained` writes
+Hugging Face's format (`models/hf_gpt2.py`). The config fields that GPT-2 checkpoints may vary beyond nanoGPT's
+(LayerNorm epsilon, the GELU's form, the MLP's width) default to GPT-2's values.
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ class GPTConfig:
     n_embd: int
     dropout: float = 0.0
     bias: bool = True
+    # What else it takes to express any GPT-2 of Hugging Face's format (see `models/hf_gpt2.py`); the defaults are
+    # GPT-2's own, which is also what the presets have always been.
+    ln_eps: float = _LN_EPS  # layer_norm_epsilon
+    gelu_approximate: bool = True  # tanh-approximated GELU ("gelu_new"); False: the exact erf form ("gelu")
+    n_inner: int | None = None  # the MLP's hidden width; None: 4 * n_embd
 
 
 PRESETS: dict[str, GPTConfig] = {
@@ -117,16 +126,20 @@ class CausalSelfAttention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    """Position-wise feed-forward: n_embd -> 4 n_embd -> GELU -> n_embd."""
+    """Position-wise feed-forward: n_embd -> n_inner (default 4 n_embd) -> GELU -> n_embd."""
 
-    def __init__(self, n_embd: int, n_layer: int, dropout: float = 0.0, bias: bool = True, *, rngs: nnx.Rngs):
-        self.c_fc = nnx.Linear(n_embd, 4 * n_embd, use_bias=bias, kernel_init=_INIT, rngs=rngs)
+    def __init__(self, n_embd: int, n_layer: int, dropout: float = 0.0, bias: bool = True, *,
+                 n_inner: int | None = None, gelu_approximate: bool = True, rngs: nnx.Rngs):
+        hidden = n_inner or 4 * n_embd
+        self.gelu_approximate = gelu_approximate
+        self.c_fc = nnx.Linear(n_embd, hidden, use_bias=bias, kernel_init=_INIT, rngs=rngs)
         proj_init = _normal(0.02 / math.sqrt(2 * n_layer))
-        self.c_proj = nnx.Linear(4 * n_embd, n_embd, use_bias=bias, kernel_init=proj_init, rngs=rngs)
+        self.c_proj = nnx.Linear(hidden, n_embd, use_bias=bias, kernel_init=proj_init, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout else None
 
     def __call__(self, x):
-        x = self.c_proj(jax.nn.gelu(self.c_fc(x)))  # tanh-approximate GELU, as in the original GPT-2
+        # tanh-approximate GELU by default, as in the original GPT-2
+        x = self.c_proj(jax.nn.gelu(self.c_fc(x), approximate=self.gelu_approximate))
         return self.dropout(x) if self.dropout is not None else x
 
 
@@ -134,11 +147,12 @@ class Block(nnx.Module):
     """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
     def __init__(self, n_embd: int, n_head: int, n_layer: int, dropout: float = 0.0, bias: bool = True,
-                 causal: bool = True, *, rngs: nnx.Rngs):
-        self.ln_1 = nnx.LayerNorm(n_embd, epsilon=_LN_EPS, use_bias=bias, rngs=rngs)
+                 causal: bool = True, *, ln_eps: float = _LN_EPS, n_inner: int | None = None,
+                 gelu_approximate: bool = True, rngs: nnx.Rngs):
+        self.ln_1 = nnx.LayerNorm(n_embd, epsilon=ln_eps, use_bias=bias, rngs=rngs)
         self.attn = CausalSelfAttention(n_embd, n_head, n_layer, dropout, bias, causal, rngs=rngs)
-        self.ln_2 = nnx.LayerNorm(n_embd, epsilon=_LN_EPS, use_bias=bias, rngs=rngs)
-        self.mlp = MLP(n_embd, n_layer, dropout, bias, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(n_embd, epsilon=ln_eps, use_bias=bias, rngs=rngs)
+        self.mlp = MLP(n_embd, n_layer, dropout, bias, n_inner=n_inner, gelu_approximate=gelu_approximate, rngs=rngs)
 
     def __call__(self, x, mask=None, *, cache=None, pos=None):
         if cache is None:
@@ -161,16 +175,19 @@ class GPT(nnx.Module):
     """
 
     def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
-                 dropout: float = 0.0, bias: bool = True, *, rngs: nnx.Rngs):
+                 dropout: float = 0.0, bias: bool = True, *, ln_eps: float = _LN_EPS, gelu_approximate: bool = True,
+                 n_inner: int | None = None, rngs: nnx.Rngs):
         if not vocab_size or vocab_size < 1:
             raise ConfigError(f"GPT needs a positive vocab_size, got {vocab_size!r}.")
         self.config = GPTConfig(int(vocab_size), int(block_size), int(n_layer), int(n_head), int(n_embd),
-                                float(dropout), bool(bias))
+                                float(dropout), bool(bias), float(ln_eps), bool(gelu_approximate),
+                                None if n_inner is None else int(n_inner))
         self.wte = nnx.Embed(vocab_size, n_embd, embedding_init=_INIT, rngs=rngs)
         self.wpe = nnx.Embed(block_size, n_embd, embedding_init=_INIT, rngs=rngs)
         self.drop = nnx.Dropout(dropout, rngs=rngs) if dropout else None
-        self.h = nnx.List([Block(n_embd, n_head, n_layer, dropout, bias, rngs=rngs) for _ in range(n_layer)])
-        self.ln_f = nnx.LayerNorm(n_embd, epsilon=_LN_EPS, use_bias=bias, rngs=rngs)
+        self.h = nnx.List([Block(n_embd, n_head, n_layer, dropout, bias, ln_eps=ln_eps, n_inner=n_inner,
+                                 gelu_approximate=gelu_approximate, rngs=rngs) for _ in range(n_layer)])
+        self.ln_f = nnx.LayerNorm(n_embd, epsilon=ln_eps, use_bias=bias, rngs=rngs)
 
     @classmethod
     def from_preset(cls, name: str, vocab_size: int | None = None, *, rngs: nnx.Rngs, **overrides) -> "GPT":
@@ -190,6 +207,29 @@ class GPT(nnx.Module):
         if config.vocab_size is None:
             raise ConfigError(f"Preset {name!r} takes its vocabulary from the data: pass vocab_size=...")
         return cls(**dataclasses.asdict(config), rngs=rngs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, dropout: float = 0.0, block_size: int | None = None,
+                        rngs: nnx.Rngs | None = None, cache_dir=None) -> "GPT":
+        """A GPT holding pretrained GPT-2 weights: `name_or_path` is a pinned name ("gpt2", "gpt2-medium",
+        "gpt2-large", "gpt2-xl": downloaded once into the data cache, SHA-256 checked, see `jupyter_llm.hub`) or a
+        folder in Hugging Face's format (config.json + model.safetensors, as `save_pretrained` and transformers
+        write; a name wins over a folder called the same: write "./gpt2" for the folder). `dropout` is for
+        fine-tuning (GPT-2's own config says 0.1; the default is none); `block_size` keeps only the first positions
+        (a shorter context costs less memory and compute). Read as NumPy through `safetensors`: no torch, no
+        pickle."""
+        from jupyter_llm.models.hf_gpt2 import load
+
+        return load(cls, name_or_path, dropout=dropout, block_size=block_size, rngs=rngs, cache_dir=cache_dir)
+
+    def save_pretrained(self, directory, *, tokenizer=None):
+        """Write this GPT as a Hugging Face GPT-2 folder (config.json + model.safetensors, float32), which
+        transformers' GPT2LMHeadModel and `GPT.from_pretrained` load; with `tokenizer` (a BPE one) also its
+        tokenizer.json. A GPT without biases is saved as the GPT-2 with zero biases (the same function). Returns
+        the folder's path."""
+        from jupyter_llm.models.hf_gpt2 import save
+
+        return save(self, directory, tokenizer=tokenizer)
 
     @property
     def block_size(self) -> int:
