@@ -68,6 +68,12 @@ class Run:
         return self._sink.end.compile_seconds if self._sink.end else 0.0
 
     @property
+    def memory(self) -> dict[str, int] | None:
+        """Bytes per device, part by part (parameters, optimizer state, data, step temporaries), from the layout and
+        XLA's memory analysis of the compiled step."""
+        return dict(self._sink.end.memory) if self._sink.end and self._sink.end.memory else None
+
+    @property
     def elapsed(self) -> float:
         return self._sink.end.elapsed if self._sink.end else 0.0
 
