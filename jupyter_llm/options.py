@@ -41,6 +41,10 @@ MAGIC_OPTIONS = (
            "name of the data in the namespace: (x, y), a dict of splits, a Dataset, or a built-in name "
            "such as digits", fit_option=False),
     Option("out", str, "run", "name to bind the result (a Run) to", fit_option=False),
+    Option("cluster", int, None, "run the fit on N ipyparallel engines joined by JAX's distributed runtime (started "
+           "once per session)", fit_option=False, unset="off"),
+    Option("cluster_profile", str, None, "the ipyparallel profile whose engines --cluster uses (engines on other "
+           "machines)", fit_option=False, unset="a local cluster"),
 )
 
 

@@ -7,6 +7,7 @@ ending — completed, early-stopped, interrupted, or stopped on a non-finite los
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterable
 
 import jax
@@ -14,12 +15,10 @@ from flax import nnx
 
 from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig, make_config
-from jupyter_llm.data.coerce import as_dataset
-from jupyter_llm.data.text import TextCorpus
-from jupyter_llm.distributed import is_main
 from jupyter_llm.errors import ConfigError, ModelError
 from jupyter_llm.fitting.prepare import PreparedFit
 from jupyter_llm.fitting.resume import Saver, release_earlier_run, resume_point
+from jupyter_llm.fitting.wiring import dataset_for, display_sinks, logdir_sinks
 from jupyter_llm.options import for_caller, in_callers_idiom
 from jupyter_llm.sinks.history import HistorySink
 from jupyter_llm.train import compile_cache
@@ -28,7 +27,8 @@ from jupyter_llm.train.interrupt import stop_on_interrupt
 
 
 @in_callers_idiom
-def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | None = None, **options):
+def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | None = None, cluster: int | None = None,
+        cluster_profile: str | None = None, **options):
     """Train `model` on `data` and return a `Run`.
 
     >>> model = jl.models.MLP(in_features=64, hidden=[128], num_classes=10, rngs=nnx.Rngs(0))  # doctest: +SKIP
@@ -36,22 +36,21 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     >>> run.history["val_accuracy"][-1], run.test_metrics["accuracy"]                         # doctest: +SKIP
 
     Options are the fields of `FitConfig` (the same as the `%%train` options); `resume` also takes a `Run`.
-    `sinks` receive the progress events besides the display chosen by `display`.
+    `sinks` receive the progress events besides the display chosen by `display`. `cluster=N` runs the fit on N
+    ipyparallel engines joined by JAX's distributed runtime (`cluster_profile`: engines of a named profile).
     """
+    if cluster is not None:
+        from jupyter_llm.fitting.cluster import fit_on_cluster
+
+        if config is not None:
+            options = {**config_options(config), **options}
+        return fit_on_cluster(model, data, engines=cluster, profile=cluster_profile, sinks=sinks, **options)
     config = config or make_config(**options)
     compile_cache.enable()
     if not isinstance(model, nnx.Module):
         raise ModelError(f"The model must be a flax.nnx.Module, got {type(model).__name__}. Build it with one of "
                          "jupyter_llm.models (e.g. MLP) or subclass nnx.Module.")
-    if isinstance(data, str):
-        from jupyter_llm.datasets import load
-
-        data = load(data)
-    if isinstance(data, TextCorpus) and config.val_split:
-        raise ConfigError("--val-split carves a validation split from array data; a text corpus has its validation "
-                          "part already: set it with jl.datasets.text(..., val_fraction=0.1) and drop --val-split.")
-    dataset = data if isinstance(data, TextCorpus) else as_dataset(data, val_split=config.val_split, seed=config.seed)
-    prepared = PreparedFit(model, dataset, config)
+    prepared = PreparedFit(model, dataset_for(data, config), config)
     if prepared.layout.processes > 1 and (config.checkpoint is not None or config.resume not in (None, False) and
                                           not _is_run(config.resume)):
         raise ConfigError("--checkpoint and --resume DIR are not available yet with several processes: every "
@@ -66,7 +65,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     saver = Saver.for_fit(config, prepared, history)
     config = prepared.config = release_earlier_run(config)  # the new Run must not keep the old one alive
     try:
-        all_sinks = [history, *_display_sinks(config.display), *_logdir_sinks(config), *sinks]
+        all_sinks = [history, *display_sinks(config.display), *logdir_sinks(config), *sinks]
     except BaseException:
         if saver is not None:
             saver.close()
@@ -121,6 +120,11 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     return run
 
 
+def config_options(config: FitConfig) -> dict:
+    """A config's fields as the keywords that make it."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
 def _is_run(obj) -> bool:
     from jupyter_llm.fitting.run import Run
 
@@ -137,23 +141,3 @@ def _write_back(model, loop, config) -> None:
 
 def _alive(state) -> bool:
     return not any(getattr(a, "is_deleted", lambda: False)() for a in jax.tree.leaves(state))
-
-
-def _display_sinks(mode: str) -> list:
-    if mode == "none" or not is_main():  # with several processes, process 0 speaks for all
-        return []
-    try:
-        from jupyter_llm.sinks.select import make_display_sinks
-    except ImportError:  # display package not available: plain text
-        from jupyter_llm.sinks.text import TextSink
-
-        return [TextSink()]
-    return make_display_sinks(mode)
-
-
-def _logdir_sinks(config) -> list:
-    if config.logdir is None or not is_main():
-        return []
-    from jupyter_llm.sinks.logdir import LogdirSink
-
-    return [LogdirSink(config.logdir)]

@@ -39,7 +39,7 @@ class TrainMagics(Magics):
 
         try:
             with speaking_flags():
-                run = jl.fit(model, data, **options)
+                run = jl.fit(model, data, cluster=args.cluster, cluster_profile=args.cluster_profile, **options)
         except JupyterLLMError as exc:
             raise UsageError(str(exc)) from None
         self.shell.push({args.out: run})

@@ -16,6 +16,8 @@ class TrainArgs:
     model: str = "model"
     data: str = "data"
     out: str = "run"
+    cluster: int | None = None  # engines to run the fit on
+    cluster_profile: str | None = None
     fit_options: dict = field(default_factory=dict)  # only the options the user gave; fit supplies defaults
 
 
