@@ -5,7 +5,8 @@ is at hand and put the figures in the README; it never runs in CI (on a CPU it r
 tiny model, to check that it runs).
 
     python benchmarks/gpu_check.py                 # GPT-2 small, batch 16 x 1024, 40 steps
-    python benchmarks/gpu_check.py --allow-cpu --tiny
+    python benchmarks/gpu_check.py --mesh fsdp=8   # the same, parameters and optimizer state sharded over 8 GPUs
+    python benchmarks/gpu_check.py --allow-cpu --tiny [--mesh fsdp=2,model=2]
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main():
     p.add_argument("--block-size", type=int, default=1024)
     p.add_argument("--tiny", action="store_true", help="a 2-layer model, for checking the script on a CPU")
     p.add_argument("--allow-cpu", action="store_true")
+    p.add_argument("--mesh", default=None, help="a --mesh of jl.fit, e.g. fsdp=8 or data=2,fsdp=2,model=2")
     args = p.parse_args()
 
     import jax
@@ -74,9 +76,12 @@ def main():
     corpus = TextCorpus(train=tokens, validation=None, tokenizer=tok, name="random-tokens", block_size=block)
     clock = StepClock()
     run = jl.fit(model, corpus, steps=args.steps, batch_size=args.batch_size, block_size=block, optimizer="adamw",
-                 lr=6e-4, weight_decay=0.1, precision="bf16", report_every=0.0, display="text", sinks=[clock])
+                 lr=6e-4, weight_decay=0.1, precision="bf16", report_every=0.0, display="text", sinks=[clock],
+                 mesh=args.mesh)
     (t0, s0), (t1, s1) = clock.first, clock.last
     tokens_per_s = (s1 - s0) * args.batch_size * block / (t1 - t0)
+    devices = jax.device_count() if args.mesh is None else int(np.prod([int(p.split("=")[1])
+                                                                          for p in args.mesh.split(",")]))
     n = model.num_params()
     cfg = model.config
     flops_per_token = 6 * n + 12 * cfg.n_layer * cfg.n_embd * block  # nanoGPT's estimate_mfu
@@ -86,7 +91,8 @@ def main():
         "device": getattr(device, "device_kind", device.platform), "params": n, "batch": args.batch_size,
         "block": block, "steps_timed": s1 - s0, "tokens_per_s": round(tokens_per_s),
         "achieved_tflops": round(achieved / 1e12, 1),
-        "mfu": round(achieved / peak, 3) if peak else None, "compile_s": round(run.compile_seconds, 1),
+        "mesh": args.mesh, "devices": devices, "memory_per_device": run.memory,
+        "mfu": round(achieved / (peak * devices), 3) if peak else None, "compile_s": round(run.compile_seconds, 1),
         "final_loss": run.history.get("loss", [None])[-1],
     }
     print(json.dumps(result))

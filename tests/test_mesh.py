@@ -184,3 +184,41 @@ def test_meshes_that_cannot_work_are_refused_clearly(result):
     assert "batch of 12 does not split over the mesh's data x fsdp = 8" in errors["data=8"]
     assert "model axis (3) must divide the attention heads (4); use model=1 or 2 or 4" in errors["model=3"]
     assert "nnx.with_partitioning" in errors["model=2"]
+
+
+def test_a_fit_that_will_not_fit_in_device_memory_is_refused_with_the_estimate():
+    """Where a device reports its memory (GPUs, TPUs), the compiled fit's needs are checked against it."""
+    import types
+
+    from jupyter_llm.errors import ConfigError
+    from jupyter_llm.fitting.program import check_fits_in_memory
+
+    def layout(limit):
+        device = types.SimpleNamespace(process_index=0, memory_stats=lambda: {"bytes_limit": limit})
+        return types.SimpleNamespace(mesh=types.SimpleNamespace(devices=np.array([device], dtype=object)))
+
+    need = {"parameters": 2 << 30, "optimizer state": 4 << 30, "data": 1 << 30, "step temporaries": 1 << 30}
+    check_fits_in_memory(need, layout(16 << 30))  # 8 GiB of 16: fine
+    with pytest.raises(ConfigError) as info:
+        check_fits_in_memory(need, layout(8 << 30))
+    message = str(info.value)
+    assert "needs about 8.00 GiB per device" in message and "a device has 8.00 GiB" in message
+    assert "--mesh fsdp=N" in message and "--accumulate" in message
+    cpu = types.SimpleNamespace(process_index=0, memory_stats=lambda: None)  # a CPU says nothing: no refusal
+    check_fits_in_memory(need, types.SimpleNamespace(mesh=types.SimpleNamespace(devices=np.array([cpu],
+                                                                                                   dtype=object))))
+
+
+def test_the_gpu_check_runs_sharded_in_its_cpu_mode(tmp_path):
+    """benchmarks/gpu_check.py's sharded case, shrunk to a tiny model on 4 simulated CPU devices (it has not run on
+    GPUs here)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JUPYTER_LLM_COMPILE_CACHE="0",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run([sys.executable, os.path.join(here, "benchmarks", "gpu_check.py"), "--allow-cpu", "--tiny",
+                           "--steps", "6", "--batch-size", "4", "--mesh", "fsdp=2,model=2"], capture_output=True,
+                          text=True, env=env, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 4 and result["mesh"] == "fsdp=2,model=2" and result["tokens_per_s"] > 0
+    assert result["memory_per_device"]["parameters"] > 0
