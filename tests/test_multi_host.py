@@ -6,6 +6,7 @@ devices either way, so the histories agree to float reduction order. Only proces
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -74,3 +75,30 @@ def test_incomplete_distributed_options_are_refused(tmp_path):
     proc = start(["--coordinator", "127.0.0.1:1234"], tmp_path / "x")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "Give all three of --coordinator HOST:PORT, --num-processes N" in err
+
+
+def _joined(extra, logdir, devices_each=2):
+    port = free_port()
+    procs = [start(["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
+                    "--local-devices", str(devices_each), *extra], logdir / f"p{i}") for i in range(2)]
+    return [finish(p) for p in procs]
+
+
+def test_two_processes_checkpoint_together_and_resume_on_another_layout(tmp_path):
+    """Each process writes its part through Orbax, process 0 manages the folder; the checkpoint continues in two
+    processes and in one, as the uninterrupted fit does."""
+    ck = tmp_path / "ck"
+    whole = _joined(["--checkpoint", str(tmp_path / "whole")], tmp_path / "whole_log")
+    _joined(["--checkpoint", str(ck), "--epochs", "2"], tmp_path / "first")  # 2 of the 3 epochs
+    assert sorted(p.name for p in ck.iterdir() if p.name.isdigit()) == ["18", "36"]  # 18 steps an epoch
+    copy = shutil.copytree(ck, tmp_path / "ck_one")
+    _joined(["--checkpoint", str(ck), "--resume"], tmp_path / "again")
+    one = start(["--checkpoint", str(copy), "--resume", "--local-devices", "4"], tmp_path / "one")
+    finish(one)
+    ref = json.loads((tmp_path / "whole_log" / "p0" / "history.json").read_text())
+    for where in (tmp_path / "again" / "p0", tmp_path / "one"):
+        got = json.loads((where / "history.json").read_text())  # a fresh --logdir: the epoch the resume ran
+        assert got["epoch"] == [3]
+        for key in ("loss", "val_loss"):
+            np.testing.assert_allclose(got[key], ref[key][-1:], rtol=1e-5, err_msg=f"{where.name}: {key}")
+    assert whole

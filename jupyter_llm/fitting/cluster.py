@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import os
 import signal
 import socket
 import time
@@ -141,8 +142,9 @@ def fit_on_cluster(model, data, *, engines: int, profile: str | None = None, sin
     if not isinstance(engines, int) or isinstance(engines, bool) or engines < 1:
         raise ConfigError(f"--cluster takes a number of engines of at least 1, got {engines!r}.")
     config = make_config(**options)  # a bad option is refused here, before any engine starts
-    if options.get("resume") is not None or config.checkpoint is not None:
-        raise ConfigError("--checkpoint and --resume are not available with --cluster yet.")
+    if not isinstance(config.resume, (str, os.PathLike, bool, type(None))):
+        raise ConfigError("--resume with --cluster continues from a checkpoint directory (--checkpoint DIR): the "
+                          "engines hold the fit's state, not this kernel.")
     view = _engines(engines, profile)
     pending = view.apply_async(_engine_fit, ipp.Reference("_jl_rank"), model, data, options)
 

@@ -15,7 +15,7 @@ from flax import nnx
 
 from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig, make_config
-from jupyter_llm.errors import ConfigError, ModelError
+from jupyter_llm.errors import ModelError
 from jupyter_llm.fitting.prepare import PreparedFit
 from jupyter_llm.fitting.resume import Saver, release_earlier_run, resume_point
 from jupyter_llm.fitting.wiring import dataset_for, display_sinks, logdir_sinks
@@ -51,11 +51,6 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
         raise ModelError(f"The model must be a flax.nnx.Module, got {type(model).__name__}. Build it with one of "
                          "jupyter_llm.models (e.g. MLP) or subclass nnx.Module.")
     prepared = PreparedFit(model, dataset_for(data, config), config)
-    if prepared.layout.processes > 1 and (config.checkpoint is not None or config.resume not in (None, False) and
-                                          not _is_run(config.resume)):
-        raise ConfigError("--checkpoint and --resume DIR are not available yet with several processes: every "
-                          "process would manage the same folder. Train in one process to keep checkpoints, or "
-                          "resume from a Run.")
     start = resume_point(config, prepared)  # None, or (state, position, history) — checked before any work
     history = HistorySink(*(start[2] if start else ()))
     if config.logdir is not None:  # refuse a bad --logdir before the checkpoint folder is made
@@ -123,12 +118,6 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
 def config_options(config: FitConfig) -> dict:
     """A config's fields as the keywords that make it."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-
-
-def _is_run(obj) -> bool:
-    from jupyter_llm.fitting.run import Run
-
-    return isinstance(obj, Run)
 
 
 def _write_back(model, loop, config) -> None:

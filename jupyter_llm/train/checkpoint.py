@@ -144,6 +144,14 @@ def _plain_json(meta) -> dict:
         raise CheckpointError(f"Checkpoint meta must be plain JSON (dicts, lists, str, numbers): {exc}") from None
 
 
+def _together(name: str) -> None:
+    """A barrier of every process of a distributed job (nothing to wait for in one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def _default_sharding():
     return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
@@ -167,7 +175,14 @@ class Checkpointer:
             raise ConfigError(f"keep must be a positive number of checkpoints (or None for all), not {keep!r}.")
         self.directory = Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
         self.keep, self.asynchronous = keep, bool(asynchronous)
-        self._prepare_directory()
+        # several processes (jax.distributed): each writes its shards through Orbax, process 0 alone manages the
+        # folder (claims it, replaces and deletes steps), and the others wait for it at each such point
+        self._lead = jax.process_index() == 0
+        if self._lead:
+            self._prepare_directory()
+        _together("jupyter_llm-checkpoint-folder")
+        if not self._lead:
+            self._prepare_directory()  # claimed already: this only reads
         self._cleaned = self._saved = False
         ocp = _ocp()
         with interrupts_held():  # Orbax starts threads here too
@@ -257,6 +272,25 @@ class Checkpointer:
             info["leaves"].append(["/".join(name), shape, dtype, impl])
         tree = _nest(names, values)
         self._finish_pending()  # the previous save is committed (Orbax would wait for it too): it counts for `keep`
+        refused = None
+        if self._lead:
+            try:
+                self._make_room(step)
+            except CheckpointError as exc:
+                refused = exc
+        _together(f"jupyter_llm-checkpoint-save-{step}")
+        if refused is not None:
+            raise refused
+        self._saved = True
+        try:
+            with interrupts_held():  # see interrupts_held: an interrupt inside Orbax's save can hang the process
+                self._orbax.save(self.directory / str(step), args=ocp.args.Composite(
+                    **{_STATE: ocp.args.StandardSave(tree), _INFO: ocp.args.JsonSave(info)}))
+        except Exception as exc:
+            raise CheckpointError(f"Saving checkpoint step {step} to {self.directory} failed: {_short(exc)}") from exc
+
+    def _make_room(self, step: int) -> None:
+        """Before saving `step`: leftovers of a killed writer gone, newer steps replaced, the oldest pruned."""
         if not self._cleaned:
             self._remove_leftovers()
         listing = self._listing()
@@ -267,13 +301,6 @@ class Checkpointer:
         if newer:
             self._replace(newer, step)
         self._prune()  # after the replacement: the step a fit continued from is one of the newest kept
-        self._saved = True
-        try:
-            with interrupts_held():  # see interrupts_held: an interrupt inside Orbax's save can hang the process
-                self._orbax.save(self.directory / str(step), args=ocp.args.Composite(
-                    **{_STATE: ocp.args.StandardSave(tree), _INFO: ocp.args.JsonSave(info)}))
-        except Exception as exc:
-            raise CheckpointError(f"Saving checkpoint step {step} to {self.directory} failed: {_short(exc)}") from exc
 
     def _replace(self, newer: list[int], step: int) -> None:
         damaged = [s for s in newer if self._damage(s) is not None]
@@ -287,7 +314,7 @@ class Checkpointer:
         """Block until every pending save is committed (renamed to its final `<step>` folder); after saving, drop the
         steps beyond `keep` (a reader deletes nothing)."""
         self._finish_pending()
-        if self._saved:
+        if self._saved and self._lead:
             self._prune()
 
     def _finish_pending(self) -> None:
