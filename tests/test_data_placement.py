@@ -41,8 +41,10 @@ def test_converted_and_carved_splits_are_used_in_place_by_the_cpu_device():
     y = rng.integers(0, 3, 500)  # int64: converted to int32
     ds = as_dataset((x, y), val_split=0.2)
     source = ArraySource(ds, 16, data_parallel(16, jax.devices()[:1]))
-    for split in ("train", "validation"):
-        for host, device in zip(getattr(ds, split), source.device[split], strict=True):
+    train, val = ds.train, ds.validation  # Subsets: rows of the converted arrays, which both splits share
+    assert train.x is val.x and train.y is val.y
+    for split, hosts in (("train", (train.x, train.y, train.rows)), ("validation", (val.x, val.y))):
+        for host, device in zip(hosts, source.device[split], strict=True):
             assert pointer(device) == pointer(host), split  # the same memory, not a copy
             np.testing.assert_array_equal(np.asarray(device), host)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from jupyter_llm.data import aligned
 from jupyter_llm.data.dataset import Dataset
+from jupyter_llm.data.subset import Subset, parts, row_index, size
 from jupyter_llm.errors import ConfigError, DataError, a_or_an
 
 ACCEPTED = ("an (x, y) tuple of arrays, a dict with 'train' (and optional 'validation', 'test') entries, "
@@ -125,6 +126,8 @@ def check_split(split, name: str, required: bool = False):
     """An (x, y) pair as arrays of matching length, or a one-line DataError saying what is wrong."""
     if split is None and not required:
         return None
+    if isinstance(split, Subset):  # a split carved earlier (a Run's dataset): its arrays checked, its rows kept
+        return Subset(*check_split((split.x, split.y), name, required), split.rows)
     if not isinstance(split, (tuple, list)) or len(split) != 2:
         raise DataError(f"The {name} split must be an (x, y) pair of arrays (inputs and labels), got "
                         f"{_describe_split(split)}.")
@@ -157,10 +160,11 @@ def _describe_split(split) -> str:
 
 def _check_splits_agree(ds: Dataset) -> None:
     """Validation and test examples and labels shaped like the training ones (one compiled model serves all)."""
-    x, y = ds.train
+    x, y, _ = parts(ds.train)
     for name, split in (("validation", ds.validation), ("test", ds.test)):
         if split is None:
             continue
+        split = parts(split)
         for what, a, b in (("inputs", split[0], x), ("labels", split[1], y)):
             if a.shape[1:] != b.shape[1:]:
                 raise DataError(f"The {name} {what} have shape {a.shape[1:]} per example but the train {what} "
@@ -171,15 +175,17 @@ def _check_splits_agree(ds: Dataset) -> None:
 
 
 def _carve_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
-    x, y = ds.train
-    n_val = int(round(len(x) * fraction))
-    if n_val < 1 or n_val >= len(x):
-        raise ConfigError(f"--val-split {fraction} of {len(x)} training examples leaves {n_val} for validation and "
-                          f"{len(x) - n_val} for training; both need at least one.")
-    order = np.random.default_rng(seed).permutation(len(x))
-    val, train = order[:n_val], order[n_val:]
-    return ds.replace(train=(aligned.take(x, train), aligned.take(y, train)),
-                      validation=(aligned.take(x, val), aligned.take(y, val)))
+    """Validation rows drawn at random from train, as row indices into the same arrays (`Subset`), not copies."""
+    x, y, rows = parts(ds.train)
+    n = size(ds.train)
+    n_val = int(round(n * fraction))
+    if n_val < 1 or n_val >= n:
+        raise ConfigError(f"--val-split {fraction} of {n} training examples leaves {n_val} for validation and "
+                          f"{n - n_val} for training; both need at least one.")
+    order = np.random.default_rng(seed).permutation(n)
+    if rows is not None:  # train is itself a Subset: its own rows, drawn in the same way
+        order = rows[order]
+    return ds.replace(train=Subset(x, y, row_index(order[n_val:])), validation=Subset(x, y, row_index(order[:n_val])))
 
 
 def _check_labels(ds: Dataset) -> None:
