@@ -2,9 +2,9 @@
 
 XLA:CPU takes a NumPy buffer without copying when it is 64-byte aligned; NumPy's large allocations are only 16-byte
 aligned, so `jax.device_put` copies them. On a CPU the device is host memory: that copy doubles the dataset's
-footprint. The arrays jupyter_llm makes itself (dtype conversions, a carved validation split, the built-in loaders)
-are allocated aligned, so placing them costs no memory. A user's own large float32 array is read in place through
-an aligned view of it (`in_place.py`); a small one is copied by `device_put` unless it happens to be aligned.
+footprint. The arrays jupyter_llm makes itself (dtype conversions, the built-in loaders, a carved split's row
+indices) are allocated aligned, so placing them costs no memory. A user's own large float32 array is read in place
+through an aligned view of it (`in_place.py`); a small one is copied by `device_put` unless it happens to be aligned.
 """
 
 from __future__ import annotations

@@ -13,10 +13,12 @@ import numpy as np
 
 from jupyter_llm.data import aligned
 from jupyter_llm.data.dataset import Dataset
+from jupyter_llm.data.subset import Subset, parts, row_index, size
 from jupyter_llm.errors import ConfigError, DataError, a_or_an
 
 ACCEPTED = ("an (x, y) tuple of arrays, a dict with 'train' (and optional 'validation', 'test') entries, "
             "a jupyter_llm.datasets.Dataset, or a built-in dataset name such as 'digits'")
+FINITE_CHECK_BYTES = 16 * 2**20  # the mask of one block of rows in the NaN check
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
                   "test": "test"}
 
@@ -125,6 +127,8 @@ def check_split(split, name: str, required: bool = False):
     """An (x, y) pair as arrays of matching length, or a one-line DataError saying what is wrong."""
     if split is None and not required:
         return None
+    if isinstance(split, Subset):  # a split carved earlier (a Run's dataset): its arrays checked, its rows kept
+        return Subset(*check_split((split.x, split.y), name, required), split.rows)
     if not isinstance(split, (tuple, list)) or len(split) != 2:
         raise DataError(f"The {name} split must be an (x, y) pair of arrays (inputs and labels), got "
                         f"{_describe_split(split)}.")
@@ -138,12 +142,26 @@ def check_split(split, name: str, required: bool = False):
         raise DataError(f"The {name} split is empty; it needs at least one example.")
     for arr, what in ((x, "inputs"), (y, "labels")):
         if arr.dtype.kind == "f":
-            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            bad, first = _nonfinite(arr)
             if bad:
-                first = int(np.argwhere(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))[0, 0])
                 raise DataError(f"The {name} {what} contain {bad} NaN or infinite values (first in example {first}); "
                                 "clean or impute them before training, e.g. np.nan_to_num(x).")
     return (x, y)
+
+
+def _nonfinite(arr: np.ndarray) -> tuple[int, int | None]:
+    """How many values of `arr` are NaN or infinite, and the first example holding one. A block of rows at a time:
+    a mask of the whole array (a byte per value) would add a quarter of a float32 dataset to the fit's peak."""
+    per_row = max(1, math.prod(arr.shape[1:]))
+    step = max(1, FINITE_CHECK_BYTES // per_row)
+    bad, first = 0, None
+    for start in range(0, len(arr), step):
+        finite = np.isfinite(arr[start:start + step]).reshape(-1, per_row)
+        missing = finite.size - np.count_nonzero(finite)
+        if missing and first is None:
+            first = start + int(np.argmin(finite.all(axis=1)))
+        bad += missing
+    return bad, first
 
 
 def _describe_split(split) -> str:
@@ -157,10 +175,11 @@ def _describe_split(split) -> str:
 
 def _check_splits_agree(ds: Dataset) -> None:
     """Validation and test examples and labels shaped like the training ones (one compiled model serves all)."""
-    x, y = ds.train
+    x, y, _ = parts(ds.train)
     for name, split in (("validation", ds.validation), ("test", ds.test)):
         if split is None:
             continue
+        split = parts(split)
         for what, a, b in (("inputs", split[0], x), ("labels", split[1], y)):
             if a.shape[1:] != b.shape[1:]:
                 raise DataError(f"The {name} {what} have shape {a.shape[1:]} per example but the train {what} "
@@ -171,15 +190,17 @@ def _check_splits_agree(ds: Dataset) -> None:
 
 
 def _carve_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
-    x, y = ds.train
-    n_val = int(round(len(x) * fraction))
-    if n_val < 1 or n_val >= len(x):
-        raise ConfigError(f"--val-split {fraction} of {len(x)} training examples leaves {n_val} for validation and "
-                          f"{len(x) - n_val} for training; both need at least one.")
-    order = np.random.default_rng(seed).permutation(len(x))
-    val, train = order[:n_val], order[n_val:]
-    return ds.replace(train=(aligned.take(x, train), aligned.take(y, train)),
-                      validation=(aligned.take(x, val), aligned.take(y, val)))
+    """Validation rows drawn at random from train, as row indices into the same arrays (`Subset`), not copies."""
+    x, y, rows = parts(ds.train)
+    n = size(ds.train)
+    n_val = int(round(n * fraction))
+    if n_val < 1 or n_val >= n:
+        raise ConfigError(f"--val-split {fraction} of {n} training examples leaves {n_val} for validation and "
+                          f"{n - n_val} for training; both need at least one.")
+    order = np.random.default_rng(seed).permutation(n)
+    if rows is not None:  # train is itself a Subset: its own rows, drawn in the same way
+        order = rows[order]
+    return ds.replace(train=Subset(x, y, row_index(order[n_val:])), validation=Subset(x, y, row_index(order[:n_val])))
 
 
 def _check_labels(ds: Dataset) -> None:

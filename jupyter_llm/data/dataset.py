@@ -11,12 +11,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-Split = tuple  # (x, y) pair of arrays with equal leading dimension
+from jupyter_llm.data import subset
+
+Split = tuple  # (x, y) pair of arrays with equal leading dimension, or a `Subset` (rows of such a pair)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train / validation / test splits, each an `(x, y)` pair of NumPy arrays (or None).
+    """Train / validation / test splits, each an `(x, y)` pair of NumPy arrays (or None); a split carved by
+    `val_split` is a `Subset`, rows of the training arrays.
 
     `num_classes` is set for classification; `class_names` optionally names them. `task` is one of
     "classification", "binary", "regression"; None lets `fit` infer it from the labels.
@@ -35,12 +38,12 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one example (without the batch dimension)."""
-        return tuple(np.shape(self.train[0])[1:])
+        return tuple(np.shape(subset.parts(self.train)[0])[1:])
 
     def sizes(self) -> dict[str, int]:
         """Number of examples per split (0 for a missing split)."""
         return {
-            name: (0 if split is None else len(split[0]))
+            name: (0 if split is None else subset.size(split))
             for name, split in (("train", self.train), ("validation", self.validation), ("test", self.test))
         }
 

@@ -70,9 +70,9 @@ def take_rows(a, idx):
     return a.take(idx) if isinstance(a, InPlaceRows) else a[idx]
 
 
-def place(a, placement):
-    """`a` as `InPlaceRows` where that saves a copy of it on a one-device CPU placement, else `a` unchanged."""
-    if not _worth_it(a, placement):
+def place(a, layout):
+    """`a` as `InPlaceRows` where that saves a copy of it on a one-device CPU layout, else `a` unchanged."""
+    if not _worth_it(a, layout):
         return a
     per_align = ALIGN // a.itemsize
     n, d = a.shape[0], math.prod(a.shape[1:])
@@ -83,10 +83,10 @@ def place(a, placement):
                        a.shape[1:])
 
 
-def _worth_it(a, placement) -> bool:
+def _worth_it(a, layout) -> bool:
     if not isinstance(a, np.ndarray) or a.ndim < 1 or not a.flags.c_contiguous or a.nbytes < MIN_BYTES:
         return False
-    if placement.num_devices != 1 or placement.mesh.devices.flat[0].platform != "cpu":
+    if layout.num_devices != 1 or layout.mesh.devices.flat[0].platform != "cpu":
         return False
     if a.ctypes.data % ALIGN == 0 or ALIGN % a.itemsize or a.ctypes.data % a.itemsize:
         return False  # aligned: device_put uses it in place already; odd item sizes: no aligned element

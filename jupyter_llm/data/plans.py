@@ -14,8 +14,11 @@ from jupyter_llm.data.shuffle import permutation
 
 
 def gather_rows(data, idx):
-    """Batch from in-memory arrays: rows `idx` of x and y (either may be an `InPlaceRows`)."""
-    x, y = data
+    """Batch from in-memory arrays: rows `idx` of x and y (either may be an `InPlaceRows`). Data `(x, y, rows)` is
+    a `Subset` of x and y: `idx` counts its rows, and `rows` maps them to rows of x and y."""
+    x, y, *rows = data
+    if rows:
+        idx = rows[0][idx]
     return take_rows(x, idx), take_rows(y, idx)
 
 

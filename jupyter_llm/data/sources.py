@@ -3,6 +3,7 @@
 A source puts its splits on the device once and supplies two pure functions that run inside the compiled step:
 `plan(key, epoch, limit, padded_steps) -> (idx, w)` makes one epoch's index plan on the device, and
 `gather(data, idx) -> (x, y)` builds a batch from it. So no batch ever crosses from the host during a fit.
+When the fit is over, `release()` lets the device copies go; `for_eval(split)` places a split again for a Run.
 """
 
 from __future__ import annotations
@@ -16,32 +17,69 @@ import numpy as np
 from jupyter_llm.data import in_place
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.data.plans import epoch_plan, gather_rows, ordered_plan
+from jupyter_llm.data.subset import parts, size
 from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ConfigError, DataError
 
 
 class ArraySource:
-    """In-memory examples: an epoch is a permutation of the training split, cut into batches."""
+    """In-memory examples: an epoch is a permutation of the training split, cut into batches.
+
+    Each host array goes to the device once. A `Subset` split (what val_split carves) shares the arrays of the
+    split it came from and is reached through its rows: training data carries them into the gather, and an
+    evaluation's plan is made of them. Once the fit is over, `release` drops the device arrays and `for_eval` places
+    a split again for the Run that is asked to evaluate it.
+    """
 
     unit = "examples"
 
-    def __init__(self, dataset: Dataset, batch_size: int, placement):
-        x, y = dataset.train
-        if batch_size > len(x):
-            raise DataError(f"--batch-size {batch_size} is larger than the {len(x)} training examples; "
-                            f"use --batch-size {len(x)} or less.")
-        self.dataset, self.batch_size, self.placement = dataset, batch_size, placement
-        self.n = len(x)
+    def __init__(self, dataset: Dataset, batch_size: int, layout):
+        x, y, _ = parts(dataset.train)
+        self.n = size(dataset.train)
+        if batch_size > self.n:
+            raise DataError(f"--batch-size {batch_size} is larger than the {self.n} training examples; "
+                            f"use --batch-size {self.n} or less.")
+        self.dataset, self.batch_size, self.layout = dataset, batch_size, layout
         self.steps_per_epoch = math.ceil(self.n / batch_size)
         self.units_per_step = batch_size
         self.example = x[:2]
-        self.labels = y
+        self.labels = y  # all of them, a Subset's arrays too: the loss is inferred from what the user gave
         splits = {"train": dataset.train, "validation": dataset.validation, "test": dataset.test}
-        self.device = {k: placement.put(tuple(in_place.place(a, placement) for a in v))
-                       for k, v in splits.items() if v is not None}
-        self.eval_plans = {k: placement.put(ordered_plan(len(v[0]), batch_size))
-                           for k, v in self.device.items() if k != "train"}
+        self.splits = {k: v for k, v in splits.items() if v is not None}
+        self.evaluable = tuple(self.splits)
+        placed = {}  # id of a host array -> its device array, shared by the splits that read it
+        self.device = {k: self._place(v, placed, with_rows=k == "train") for k, v in self.splits.items()}
+        self.eval_plans = {k: self._eval_plan(k, batch_size) for k in self.splits if k != "train"}
         self.gather = gather_rows
+
+    def _place(self, split, placed: dict, with_rows: bool):
+        """A split's arrays on the device, `(x, y)`, each array placed once; `(x, y, rows)` for a training Subset
+        (an evaluation plan holds its rows itself)."""
+        x, y, rows = parts(split)
+        for a in (x, y):
+            if id(a) not in placed:
+                placed[id(a)] = self.layout.put(in_place.place(a, self.layout))
+        arrays = (placed[id(x)], placed[id(y)])
+        return (*arrays, self.layout.put(rows)) if with_rows and rows is not None else arrays
+
+    def _eval_plan(self, name: str, batch_size: int):
+        """The ordered plan of a split: every example once, a Subset's as the rows of its arrays."""
+        split = self.splits[name]
+        idx, w = ordered_plan(size(split), batch_size)
+        rows = parts(split)[2]
+        return self.layout.put((idx if rows is None else jnp.asarray(rows)[idx], w))
+
+    def for_eval(self, name: str):
+        """`(data, idx, w)` to evaluate split `name`: the fit's own, or placed again after `release` (the training
+        split, evaluated only on request, in batches 8 times the fit's)."""
+        if name in self.eval_plans:
+            return (self.device[name], *self.eval_plans[name])
+        batch = min(self.batch_size * 8, self.n) if name == "train" else self.batch_size
+        return (self._place(self.splits[name], {}, with_rows=False), *self._eval_plan(name, batch))
+
+    def release(self) -> None:
+        """Drop the device arrays and plans: a finished fit keeps no device copy of its data alive."""
+        self.device, self.eval_plans = {}, {}
 
     def plan(self, key, epoch, limit, padded_steps):
         return epoch_plan(key, epoch, n=self.n, batch_size=self.batch_size, padded_steps=padded_steps,
@@ -65,9 +103,9 @@ class WindowSource:
 
     unit = "tokens"
 
-    def __init__(self, corpus: TextCorpus, batch_size: int, block_size: int, placement, *, steps_per_epoch: int,
+    def __init__(self, corpus: TextCorpus, batch_size: int, block_size: int, layout, *, steps_per_epoch: int,
                  eval_batches: int | None = None):
-        self.corpus, self.batch_size, self.block_size, self.placement = corpus, batch_size, block_size, placement
+        self.corpus, self.batch_size, self.block_size, self.layout = corpus, batch_size, block_size, layout
         for part, arr in (("training", corpus.train), ("validation", corpus.validation)):
             if arr is not None and len(arr) <= block_size:
                 raise DataError(f"The {part} text has {len(arr)} tokens, not more than the context of {block_size}; "
@@ -77,15 +115,12 @@ class WindowSource:
         self.units_per_step = batch_size * block_size
         self.example = np.zeros((2, block_size), np.int32)
         self.labels = np.zeros((1, block_size), np.int32)
-        self.device = {"train": placement.put(_host_tokens(corpus.train))}
+        self.eval_batches = eval_batches
+        self.device = {"train": layout.put(_host_tokens(corpus.train))}
         self.eval_plans = {}
         if corpus.validation is not None:
-            self.device["validation"] = placement.put(_host_tokens(corpus.validation))
-            starts = np.arange(0, len(corpus.validation) - block_size, block_size)
-            idx, w = ordered_plan(len(starts), batch_size)
-            if eval_batches:
-                idx, w = idx[:eval_batches], w[:eval_batches]
-            self.eval_plans["validation"] = placement.put((jnp.asarray(starts)[idx], w))
+            self.device["validation"], self.eval_plans["validation"] = self._validation()
+        self.evaluable = tuple(self.eval_plans)
         T = block_size
 
         def gather(tokens, offsets):
@@ -93,6 +128,26 @@ class WindowSource:
             return window[:, :-1], window[:, 1:]
 
         self.gather = gather
+
+    def _validation(self):
+        """The validation tokens on the device, and the plan of the windows an evaluation reads."""
+        tokens, T = self.corpus.validation, self.block_size
+        starts = np.arange(0, len(tokens) - T, T)
+        idx, w = ordered_plan(len(starts), self.batch_size)
+        if self.eval_batches:
+            idx, w = idx[:self.eval_batches], w[:self.eval_batches]
+        return self.layout.put(_host_tokens(tokens)), self.layout.put((jnp.asarray(starts)[idx], w))
+
+    def for_eval(self, name: str):
+        """`(data, idx, w)` to evaluate split `name`: the fit's own, or placed again after `release`."""
+        if name in self.eval_plans:
+            return (self.device[name], *self.eval_plans[name])
+        tokens, plan = self._validation()
+        return (tokens, *plan)
+
+    def release(self) -> None:
+        """Drop the device tokens and plans: a finished fit keeps no device copy of its corpus alive."""
+        self.device, self.eval_plans = {}, {}
 
     def plan(self, key, epoch, limit, padded_steps):
         offsets = jax.random.randint(jax.random.fold_in(key, epoch), (padded_steps, self.batch_size), 0, self.n)

@@ -93,6 +93,7 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
         if loop is not None:
             _write_back(model, loop, config)
         nnx.Module.eval(model)  # as run.predict uses it: dropout off, batch norm on its running averages
+        prepared.source.release()  # no device copy of the data outlives the fit: the Run places a split if asked
         if saver is not None:
             try:
                 saver.close()  # waits for the last checkpoint: a failed save is this fit's failure

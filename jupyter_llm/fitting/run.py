@@ -86,16 +86,12 @@ class Run:
         """Loss and metrics of the current model on a split name ("train", "validation", "test") or `(x, y)`."""
         params, rest = self._weights()
         if isinstance(split_or_arrays, str):
-            if split_or_arrays in self._source.eval_plans:  # a split of the fit: already on the device
-                idx, w = self._source.eval_plans[split_or_arrays]
-                sums = self._chunks.evaluate(params, rest, self._source.device[split_or_arrays], idx, w)
-                return self._source.derive(means(jax.device_get(sums)))
-            split = self.dataset.train if (split_or_arrays == "train" and isinstance(self.dataset, Dataset)) else None
-            if split is None:
-                have = [k for k in ("train", *self._source.eval_plans) if k != "train" or isinstance(
-                    self.dataset, Dataset)]
+            if split_or_arrays not in self._source.evaluable:
                 raise DataError(f"This run's data has no {split_or_arrays!r} split to evaluate; it has "
-                                f"{', '.join(have)}. Pass one of those names or an (x, y) pair.")
+                                f"{', '.join(self._source.evaluable)}. Pass one of those names or an (x, y) pair.")
+            data, idx, w = self._source.for_eval(split_or_arrays)  # placed for this call only
+            sums = self._chunks.evaluate(params, rest, data, idx, w)
+            return self._source.derive(means(jax.device_get(sums)))
         elif isinstance(split_or_arrays, Dataset):
             split = split_or_arrays.test or split_or_arrays.validation or split_or_arrays.train
         else:
@@ -104,7 +100,7 @@ class Run:
         self._check_like_training(x, y, "evaluation")
         batch = min(self.config.batch_size * 8, len(x))
         idx, w = ordered_plan(len(x), batch)
-        data = self._source.placement.put((x, y))
+        data = self._source.layout.put((x, y))
         return means(jax.device_get(self._chunks.evaluate(params, rest, data, idx, w)))
 
     def _check_like_training(self, x, y, what: str) -> None:
