@@ -199,6 +199,7 @@ def fit_from_events(model, data, config: FitConfig, events: Iterable, finish, *,
     local = dataclasses.replace(config, mesh=None, display="none")  # this kernel's devices, for evaluate/predict
     prepared = PreparedFit(model, dataset, local)
     prepared.compile()
+    prepared.source.release()  # the Run places a split again when asked to evaluate it
     from jupyter_llm.fitting.run import Run
     from jupyter_llm.fitting.runlog import record
 
