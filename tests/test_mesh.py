@@ -222,3 +222,22 @@ def test_the_gpu_check_runs_sharded_in_its_cpu_mode(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["devices"] == 4 and result["mesh"] == "fsdp=2,model=2" and result["tokens_per_s"] > 0
     assert result["memory_per_device"]["parameters"] > 0
+
+
+def test_the_text_classifier_splits_like_the_gpt():
+    """The built-in transformers share their tensor-parallel rules; a spec whose axis does not divide its dimension
+    keeps that dimension whole (an odd vocabulary over a model axis of 2)."""
+    from flax import nnx
+
+    from jupyter_llm.models import TextClassifier
+    from jupyter_llm.models.partitioning import parameter_specs
+
+    model = TextClassifier(vocab_size=101, num_classes=3, block_size=16, n_layer=1, n_head=4, n_embd=32,
+                           rngs=nnx.Rngs(0))
+    specs = {".".join(map(str, path)): spec for path, (_, spec) in parameter_specs(model, {"fsdp": 2,
+                                                                                            "model": 2}).items()}
+    assert specs["h.0.attn.c_attn.kernel"] == ("fsdp", "model")  # columns (heads) over model
+    assert specs["h.0.mlp.c_proj.kernel"] == ("model", "fsdp")  # rows over model
+    assert specs["wte.embedding"] == (None, "fsdp")  # 101 rows: not split over model
+    assert specs["head.kernel"] == ("fsdp", None)  # (32, 3): FSDP's rule, its largest divisible dimension
+    assert specs["h.0.ln_1.scale"] == ("fsdp",)
