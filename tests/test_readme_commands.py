@@ -1,0 +1,73 @@
+"""Every command line the README shows runs, as written but shrunk (`--epochs 1`, `--steps 20`), so the README
+cannot drift from the code. The tiny-shakespeare download is served from the copy in notebooks/data through the
+data cache (nothing is downloaded); a multi-process command runs as its two processes on this machine."""
+
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            for part in line.split("&&"):
+                part = part.strip()
+                if part.startswith("python -m jupyter_llm"):
+                    commands.append(part)
+    return commands
+
+
+def shrunk(argv: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        flag = argv[i]
+        if flag in ("--epochs", "--steps", "--eval-every") and i + 1 < len(argv):
+            value = int(argv[i + 1])
+            out += [flag, str({"--epochs": 1, "--steps": min(value, 20), "--eval-every": min(value, 10)}[flag])]
+            i += 2
+            continue
+        out.append(flag)
+        i += 1
+    return out
+
+
+def test_the_readme_shows_command_lines():
+    commands = readme_commands()
+    assert len(commands) >= 4 and any("gpt-char-tiny" in c for c in commands), commands
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_a_readme_command_runs(command, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "tinyshakespeare.txt").write_bytes((ROOT / "notebooks" / "data" / "tinyshakespeare.txt").read_bytes())
+    env = dict(os.environ, JUPYTER_LLM_DATA=str(cache), JUPYTER_LLM_COMPILE_CACHE="0")
+    argv = shrunk(shlex.split(command)[1:])
+    if "--coordinator" in argv:  # one process per id, joined on this machine
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        at = argv.index("--coordinator")
+        argv[at + 1] = f"127.0.0.1:{port}"
+        at = argv.index("--process-id")
+        procs = [subprocess.Popen([sys.executable, *argv[:at + 1], str(i), *argv[at + 2:]], env=env, cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+        out = outs[0][0]
+    else:
+        proc = subprocess.run([sys.executable, *argv], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = proc.stdout
+    assert '"reason": "completed"' in out.strip().splitlines()[-1], out[-2000:]
