@@ -1,0 +1,13 @@
+"""`%%train?` and `--help` say each option's default once."""
+
+import re
+
+from jupyter_llm.ipython.parse import train_help
+
+
+def test_every_option_states_its_default_once():
+    text = " ".join(train_help().split())  # argparse wraps lines
+    entries = re.split(r"\s(?=--[a-z])", text.split("options:", 1)[-1])
+    twice = [e for e in entries if e.count("(default:") > 1]
+    assert not twice, twice
+    assert "--eval-batches EVAL_BATCHES evaluate on at most this many validation batches (default: all)" in text
