@@ -52,12 +52,12 @@ def test_table_shows_exactly_the_settings_that_differ(three_runs):
     rows = table.rows()
     assert [(r["lr"], r["batch_size"]) for r in rows] == [(s["lr"], s["batch_size"]) for s in SETTINGS]
     assert all(r["reason"] == "completed" for r in rows)
-    assert [r["steps"] for r in rows] == [2 * 3, 2 * 3, 2 * 2]  # 48 training examples: 3 or 2 batches an epoch
+    assert [r["steps run"] for r in rows] == [2 * 3, 2 * 3, 2 * 2]  # 48 training examples: 3 or 2 batches an epoch
     assert all(np.isfinite(r["val_loss"]) and np.isfinite(r["test_accuracy"]) for r in rows)
 
     text = repr(table)
     header = text.splitlines()[0].split()
-    assert header == table.columns
+    assert header == " ".join(table.columns).split()  # ("steps run" is one column of two words)
     assert "epochs" not in header and "optimizer" not in header and "display" not in header
     assert len(text.splitlines()) == 1 + 3 + 1  # header, one line per run, the note
 
@@ -139,6 +139,8 @@ def test_differences_and_curve_choice_from_records():
     series, quantity, xlabel = steps.curves()
     assert (quantity, xlabel) == ("val loss", "step") and series["#2"] == [(40.0, 0.9), (80.0, 0.7)]
     assert steps.differing == ["steps"]
+    assert steps.columns.count("steps") == 1 and "steps run" in steps.columns  # the setting and what happened
+    assert [row["steps"] for row in steps.rows()] == [50, 80]  # the settings, not overwritten by the steps run
     assert steps.metrics == ["loss", "val_loss"]
 
 

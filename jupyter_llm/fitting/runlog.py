@@ -232,7 +232,8 @@ class RunsTable:
 
     @property
     def columns(self) -> list[str]:
-        return ["run", *self.differing, *self.metrics, "reason", "steps", "time", "compile", "at"]
+        # "steps run" (what happened) is not the setting --steps (what was asked), which may be a column too
+        return ["run", *self.differing, *self.metrics, "reason", "steps run", "time", "compile", "at"]
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per run, keyed by `columns` (raw values: numbers stay numbers)."""
@@ -242,7 +243,8 @@ class RunsTable:
             row = {"run": r.name}
             row.update({k: settings.get(k) for k in self.differing})
             row.update({k: final.get(k) for k in self.metrics})
-            row.update(reason=r.reason, steps=r.step, time=r.elapsed, compile=r.compile_seconds, at=r.time)
+            row.update({"reason": r.reason, "steps run": r.step, "time": r.elapsed, "compile": r.compile_seconds,
+                        "at": r.time})
             out.append(row)
         return out
 
