@@ -105,6 +105,7 @@ class FitEnd:
     test_metrics: Mapping[str, float] | None = None
     message: str = ""  # e.g. where a NaN appeared
     memory: Mapping[str, int] | None = None  # as CompileEnd's: bytes per device, part by part
+    weights_epoch: int | None = None  # --keep-best: the epoch whose weights the model holds (None: the last)
 
 
 Event = FitStart | CompileStart | CompileEnd | Progress | Eval | Sample | EpochEnd | FitEnd

@@ -104,7 +104,8 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
                        elapsed=loop.elapsed if loop else 0.0,
                        compile_seconds=history.compile.seconds if history.compile else 0.0,
                        history=history.history, test_metrics=test_metrics, message=message,
-                       memory=history.compile.memory if history.compile else None))
+                       memory=history.compile.memory if history.compile else None,
+                       weights_epoch=_best_epoch(prepared, loop, config)))
         if error is not None:
             raise error
     from jupyter_llm.fitting.run import Run
@@ -119,6 +120,13 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
 def config_options(config: FitConfig) -> dict:
     """A config's fields as the keywords that make it."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _best_epoch(prepared, loop, config) -> int | None:
+    """The epoch whose weights --keep-best left in the model (None when they are the last ones)."""
+    if loop is None or not (config.keep_best and loop.best is not None and prepared.monitor is not None):
+        return None
+    return prepared.monitor.best_epoch
 
 
 def _write_back(model, loop, config) -> None:

@@ -43,6 +43,16 @@ def config_dict(config) -> dict:
     return dict(config) if isinstance(config, Mapping) else {}
 
 
+def _split_table(row) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    for key, value in row.items():
+        if key in ("epoch", "step", "elapsed") or not isinstance(value, (int, float)):
+            continue
+        split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+        table.setdefault(name, {})[split] = float(value)
+    return table
+
+
 class Report:
     """Summary of one fit.
 
@@ -60,17 +70,26 @@ class Report:
         self.versions = versions()
 
     def _final_metrics(self) -> dict[str, dict[str, float]]:
-        """{metric: {"train": .., "validation": .., "test": ..}} from the last epoch and the test evaluation."""
-        last = dict(self.log[-1]) if self.log else {k: v[-1] for k, v in self.end.history.items() if v}
-        table: dict[str, dict[str, float]] = {}
-        for key, value in last.items():
-            if key in ("epoch", "step", "elapsed") or not isinstance(value, (int, float)):
-                continue
-            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            table.setdefault(name, {})[split] = float(value)
+        """{metric: {"train": .., "validation": .., "test": ..}} of the weights the model holds: the last epoch's, or
+        with --keep-best the best epoch's (the test evaluation is of those weights too)."""
+        rows = list(self.log) or [{k: v[-1] for k, v in self.end.history.items() if v}]
+        held = self.end.weights_epoch
+        kept = next((r for r in rows if r.get("epoch") == held), None) if held is not None else None
+        table = _split_table(kept or rows[-1])
         for name, value in (self.end.test_metrics or {}).items():
             table.setdefault(name, {})["test"] = float(value)
+        self.last_epoch = _split_table(rows[-1]) if kept is not None and kept is not rows[-1] else None
+        self.held_epoch = held if kept is not None else None
         return dict(sorted(table.items(), key=lambda kv: kv[0] != "loss"))  # loss first, then in logged order
+
+    def held_note(self) -> str:
+        """With --keep-best: whose metrics the table shows, and the last epoch's beside them."""
+        if self.held_epoch is None or self.last_epoch is None:  # not --keep-best, or the best was the last
+            return ""
+        last = ", ".join(f"{'val_' if split == 'validation' else ''}{name} {fmt_value(row[split])}"
+                         for name, row in self.last_epoch.items() for split in ("train", "validation") if split in row)
+        return (f"metrics of the weights the model holds: epoch {self.held_epoch} (the best); the last epoch's: "
+                f"{last}")
 
     # -- HTML -------------------------------------------------------------------------------------------------
     def metrics_html(self) -> str:
@@ -81,8 +100,12 @@ class Report:
         body = "".join(f"<tr><td {KEY}>{escape(name)}</td>"
                        + "".join(f"<td {CELL}>{fmt_value(row[s]) if s in row else ''}</td>" for s in splits)
                        + "</tr>" for name, row in self.final.items())
+        note = self.held_note()
+        caption = f'<caption style="caption-side:bottom;font-size:11px;color:#555;text-align:left">' \
+                  f'{escape(note)}</caption>' if note else ""
         return (f'<table class="jl-summary" style="border-collapse:collapse;font-size:12px;'
-                f'font-variant-numeric:tabular-nums"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+                f'font-variant-numeric:tabular-nums">{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+                "</table>")
 
     def chart_svg(self) -> str:
         return line_chart_svg(self.curves.series(), 560, 300, title="training curves", xlabel="step",
@@ -135,6 +158,8 @@ class Report:
             for name, row in self.final.items():
                 lines.append(f"{name:<{width}}" + "".join(f"{row[sp]:>12.4g}" if sp in row else " " * 12
                                                           for sp in splits))
+            if self.held_note():
+                lines.append(f"  ({self.held_note()})")
         card = self.card()
         lines += [f"seed {card['seed']} · {card['devices']} · {card['versions']}"]
         return "\n".join(lines)
