@@ -18,6 +18,7 @@ from jupyter_llm.data.coerce import as_dataset
 from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.distributed import is_main
 from jupyter_llm.errors import ConfigError, ModelError
+from jupyter_llm.fitting.control import refuse_if_busy
 from jupyter_llm.fitting.prepare import PreparedFit
 from jupyter_llm.fitting.resume import Saver, release_earlier_run, resume_point
 from jupyter_llm.options import for_caller, in_callers_idiom
@@ -28,7 +29,8 @@ from jupyter_llm.train.interrupt import stop_on_interrupt
 
 
 @in_callers_idiom
-def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | None = None, **options):
+def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | None = None, background: bool = False,
+        **options):
     """Train `model` on `data` and return a `Run`.
 
     >>> model = jl.models.MLP(in_features=64, hidden=[128], num_classes=10, rngs=nnx.Rngs(0))  # doctest: +SKIP
@@ -37,8 +39,31 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
 
     Options are the fields of `FitConfig` (the same as the `%%train` options); `resume` also takes a `Run`.
     `sinks` receive the progress events besides the display chosen by `display`.
+    `background=True` returns at once a handle on a fit running on a worker thread (fitting/background.py).
     """
     config = config or make_config(**options)
+    refuse_if_busy()
+    if background:
+        return _in_background(model, data, sinks, config)
+    return _fit(model, data, sinks=sinks, config=config)
+
+
+def _in_background(model, data, sinks, config, name: str = "run"):
+    """The display's sinks are made here, on the caller's thread (widgets belong to the cell that starts the fit);
+    the fit itself runs on the handle's worker thread."""
+    from jupyter_llm.fitting.background import BackgroundRun
+
+    displays = _display_sinks(config.display)
+
+    def work(steer, extra):
+        return _fit(model, data, sinks=[*extra, *sinks], config=config, steer=steer, displays=[])
+
+    return BackgroundRun(config, work, displays, name=name).start()
+
+
+def _fit(model, data, *, sinks, config, steer=None, displays=None):
+    """The fit itself; `steer` (fitting/control.py) pauses it and changes its numbers, `displays` replace the
+    display sinks `config.display` would choose."""
     compile_cache.enable()
     if not isinstance(model, nnx.Module):
         raise ModelError(f"The model must be a flax.nnx.Module, got {type(model).__name__}. Build it with one of "
@@ -66,7 +91,8 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     saver = Saver.for_fit(config, prepared, history)
     config = prepared.config = release_earlier_run(config)  # the new Run must not keep the old one alive
     try:
-        all_sinks = [history, *_display_sinks(config.display), *_logdir_sinks(config), *sinks]
+        shown = _display_sinks(config.display) if displays is None else displays
+        all_sinks = [history, *shown, *_logdir_sinks(config), *sinks]
     except BaseException:
         if saver is not None:
             saver.close()
@@ -78,13 +104,17 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
 
     loop, error = None, None
     reason, message, test_metrics = ev.FAILED, "", None
-    with stop_on_interrupt() as stop:
+    with stop_on_interrupt() as interrupted:
+        def stop():
+            return interrupted() or (steer is not None and steer.should_stop())
+
         try:
             emit(prepared.fit_start())
             emit(ev.CompileStart())
             emit(prepared.compile())
             state, position = (start[0], start[1]) if start else (prepared.init_state(), None)
-            loop = loop_mod.Loop(prepared.loop_plan(save=saver.save if saver else None), state, stop, position)
+            loop = loop_mod.Loop(prepared.loop_plan(save=saver.save if saver else None), state, stop, position,
+                                 steer=steer)
             outcome = loop_mod.run_to_end(loop.events(), emit)
             reason, message = outcome.reason, for_caller(outcome.message)
             if "test" in prepared.source.eval_plans and reason in (ev.COMPLETED, ev.EARLY_STOPPED):

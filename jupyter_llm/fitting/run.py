@@ -47,6 +47,11 @@ class Run:
         return self._sink.log
 
     @property
+    def changes(self) -> list[dict]:
+        """The optimizer numbers changed while the fit ran (`run.set`): {"step": ..., "lr": ...}, in order."""
+        return self._sink.changes
+
+    @property
     def trace(self) -> list[tuple[int, float]]:
         """(step, training loss) pairs at the reporting cadence, thinned to a bounded length."""
         return self._sink.trace
