@@ -41,6 +41,8 @@ MAGIC_OPTIONS = (
            "name of the data in the namespace: (x, y), a dict of splits, a Dataset, or a built-in name "
            "such as digits", fit_option=False),
     Option("out", str, "run", "name to bind the result (a Run) to", fit_option=False),
+    Option("background", bool, False, "train on a worker thread: the cell returns at once with the run bound, which "
+           "run.pause(), run.set(lr=...), run.stop() and run.wait() steer", fit_option=False),
 )
 
 

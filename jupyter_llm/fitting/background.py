@@ -44,6 +44,7 @@ class BackgroundRun:
     def start(self) -> "BackgroundRun":
         control.claim(self)
         _all.append(self)
+        self.display()  # in the starting cell, before it returns
         self._thread.start()
         return self
 

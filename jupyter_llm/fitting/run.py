@@ -192,7 +192,8 @@ class Run:
             return None
         if self._sink.start is None or self._sink.end is None:
             return None
-        return Report(self._sink.start, self._sink.end, trace=self.trace, log=self.log, evals=self._sink.evals)
+        return Report(self._sink.start, self._sink.end, trace=self.trace, log=self.log, evals=self._sink.evals,
+                      changes=self.changes)
 
     def _repr_html_(self):
         report = self._report()

@@ -39,9 +39,11 @@ class TrainMagics(Magics):
 
         try:
             with speaking_flags():
-                run = jl.fit(model, data, **options)
+                run = jl.fit(model, data, background=args.background, **options)
         except JupyterLLMError as exc:
             raise UsageError(str(exc)) from None
+        if args.background:
+            run.name = args.out
         self.shell.push({args.out: run})
 
     @line_magic

@@ -16,6 +16,7 @@ class TrainArgs:
     model: str = "model"
     data: str = "data"
     out: str = "run"
+    background: bool = False
     fit_options: dict = field(default_factory=dict)  # only the options the user gave; fit supplies defaults
 
 
