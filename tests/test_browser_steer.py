@@ -12,8 +12,20 @@ import time
 
 import pytest
 
-from tests.test_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, KERNEL_IDLE_JS, RUN_ALL_JS, Deadline, _free_port,
-                                _lab_env, _missing, _stop_server, _unexpected, _wait_for_server)
+from tests.test_browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    KERNEL_IDLE_JS,
+    RUN_ALL_JS,
+    Deadline,
+    _free_port,
+    _lab_env,
+    _missing,
+    _stop_server,
+    _unexpected,
+    _wait_for_server,
+)
 
 CELLS = [
     "%load_ext jupyter_llm",
