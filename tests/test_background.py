@@ -240,3 +240,29 @@ def test_the_interpreter_exits_while_a_fit_runs_in_the_background(tmp_path):
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "training" in out.stdout and time.monotonic() - t0 < 120
+
+
+def test_stop_writes_a_checkpoint_that_resume_continues_exactly(tmp_path):
+    run = start_paused(20, checkpoint=str(tmp_path / "ck"), save_every=7, steps=60)
+    held(run)
+    run.stop()
+    assert run.wait(60).step == 21
+    resumed = model(seed=1)  # the checkpoint brings every weight back
+    jl.fit(resumed, DATA, **{**QUICK, "steps": 60, "resume": str(tmp_path / "ck")})
+    straight = model()
+    jl.fit(straight, DATA, **{**QUICK, "steps": 60})
+    assert same_params(resumed, straight)
+
+
+def test_numbers_set_while_running_survive_a_resume(tmp_path):
+    run = start_paused(10, checkpoint=str(tmp_path / "ck"), clip=1.0, lr=1e-3, steps=60)
+    held(run)
+    run.set(lr=5e-4, clip=0.25)
+    run.stop()  # the change is taken before the stop, and saved with the checkpoint
+    done = run.wait(60)
+    assert done.changes == [{"step": 11, "lr": 5e-4, "clip": 0.25}]
+    assert done.position.lr_scale == pytest.approx(0.5) and done.position.numbers == {"clip": 0.25}
+    rec = Recorder()
+    jl.fit(model(), DATA, sinks=[rec], **{**QUICK, "steps": 60, "clip": 1.0, "lr": 1e-3,
+                                          "resume": str(tmp_path / "ck")})
+    assert all(p.lr == pytest.approx(5e-4) for p in rec.of(ev.Progress))
