@@ -86,10 +86,13 @@ class WidgetSink:
             from jupyter_llm.sinks.controls import FOREGROUND_NOTE
 
             self.controls.value = FOREGROUND_NOTE
-        if isinstance(event, ev.FitEnd) and hasattr(self.controls, "stop_button"):
-            for child in self.controls.children:
-                if hasattr(child, "disabled"):
-                    child.disabled = True
+        if isinstance(event, ev.FitEnd):  # nothing left to steer
+            if hasattr(self.controls, "stop_button"):
+                for child in self.controls.children:
+                    if hasattr(child, "disabled"):
+                        child.disabled = True
+            else:
+                self.controls.value = ""
         if not self._displayed and isinstance(event, ev.FitStart):
             self.show()
 
