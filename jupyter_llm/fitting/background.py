@@ -50,7 +50,7 @@ class BackgroundRun:
 
     def _main(self) -> None:
         try:
-            self.result = self._work(self.steering, [self._watch, *self.displays])
+            self.result = self._work(self.steering, [self, *self.displays])
         except BaseException as exc:  # kept for wait() and run.error; the display shows it already (FitEnd)
             self.error = exc
         finally:
@@ -58,19 +58,12 @@ class BackgroundRun:
             control.release(self)
 
     # -- watching ---------------------------------------------------------------------------------------------
-    class _Watch:
-        def __init__(self, owner):
-            self.owner = owner
-
-        def on(self, event) -> None:
-            self.owner._live.on(event)
-            step = getattr(event, "step", None)
-            if isinstance(step, int) and not isinstance(event, ev.FitEnd):
-                self.owner._step = step
-
-    @property
-    def _watch(self):
-        return BackgroundRun._Watch(self)
+    def on(self, event) -> None:
+        """The handle is a sink of its own fit: the live history and step, read from any thread."""
+        self._live.on(event)
+        step = getattr(event, "step", None)
+        if isinstance(step, int) and not isinstance(event, ev.FitEnd):
+            self._step = step
 
     @property
     def running(self) -> bool:
