@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from jupyter_llm.errors import JupyterLLMError
+from jupyter_llm.errors import ConfigError, JupyterLLMError
 from jupyter_llm.options import speaking_flags
 
 USAGE = """usage: python -m jupyter_llm train --model mlp|cnn --data NAME [options]
@@ -104,6 +104,9 @@ def train(argv: list[str]):
         else:
             dist.simulate_cpu_devices(local)
     args = parse_train_line(shlex.join(argv), prog="python -m jupyter_llm train", python_names=False)
+    if args.background:
+        raise ConfigError("--background is for a notebook's %%train; the command line trains in the foreground "
+                          "(Ctrl-C stops the fit at the next step boundary, keeping its weights and checkpoint).")
     options = dict(args.fit_options)
     options.setdefault("display", "text")
     config = make_config(**options)  # checked before the model is built from --seed or any data is read

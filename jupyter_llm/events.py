@@ -93,6 +93,15 @@ class EpochEnd:
 
 
 @dataclass(frozen=True)
+class Control:
+    """The optimizer's numbers changed while the fit ran (`run.set`), from the update after `step` on; `changes`
+    holds the new values (`lr` as the learning rate then in force), so a fit with changes can be replayed."""
+
+    step: int
+    changes: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class FitEnd:
     """Sent exactly once, whatever the ending (also on interrupt or error)."""
 
@@ -108,7 +117,7 @@ class FitEnd:
     weights_epoch: int | None = None  # --keep-best: the epoch whose weights the model holds (None: the last)
 
 
-Event = FitStart | CompileStart | CompileEnd | Progress | Eval | Sample | EpochEnd | FitEnd
+Event = FitStart | CompileStart | CompileEnd | Progress | Eval | Sample | EpochEnd | Control | FitEnd
 
 
 @runtime_checkable

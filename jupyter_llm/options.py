@@ -45,6 +45,8 @@ MAGIC_OPTIONS = (
            "once per session)", fit_option=False, unset="off"),
     Option("cluster_profile", str, None, "the ipyparallel profile whose engines --cluster uses (engines on other "
            "machines)", fit_option=False, unset="a local cluster"),
+    Option("background", bool, False, "train on a worker thread: the cell returns at once with the run bound, which "
+           "run.pause(), run.set(lr=...), run.stop() and run.wait() steer", fit_option=False),
 )
 
 

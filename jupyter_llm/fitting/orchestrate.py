@@ -15,7 +15,8 @@ from flax import nnx
 
 from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig, make_config
-from jupyter_llm.errors import ModelError
+from jupyter_llm.errors import ConfigError, ModelError
+from jupyter_llm.fitting.control import refuse_if_busy
 from jupyter_llm.fitting.prepare import PreparedFit
 from jupyter_llm.fitting.resume import Saver, release_earlier_run, resume_point
 from jupyter_llm.fitting.wiring import dataset_for, display_sinks, logdir_sinks
@@ -27,8 +28,8 @@ from jupyter_llm.train.interrupt import stop_on_interrupt
 
 
 @in_callers_idiom
-def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | None = None, cluster: int | None = None,
-        cluster_profile: str | None = None, **options):
+def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | None = None, background: bool = False,
+        cluster: int | None = None, cluster_profile: str | None = None, **options):
     """Train `model` on `data` and return a `Run`.
 
     >>> model = jl.models.MLP(in_features=64, hidden=[128], num_classes=10, rngs=nnx.Rngs(0))  # doctest: +SKIP
@@ -36,16 +37,43 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     >>> run.history["val_accuracy"][-1], run.test_metrics["accuracy"]                         # doctest: +SKIP
 
     Options are the fields of `FitConfig` (the same as the `%%train` options); `resume` also takes a `Run`.
-    `sinks` receive the progress events besides the display chosen by `display`. `cluster=N` runs the fit on N
-    ipyparallel engines joined by JAX's distributed runtime (`cluster_profile`: engines of a named profile).
+    `sinks` receive the progress events besides the display chosen by `display`.
+    `background=True` returns at once a handle on a fit running on a worker thread (fitting/background.py).
+    `cluster=N` runs the fit on N ipyparallel engines joined by JAX's distributed runtime (`cluster_profile`:
+    engines of a named profile).
     """
     if cluster is not None:
         from jupyter_llm.fitting.cluster import fit_on_cluster
 
+        if background:
+            raise ConfigError("--background and --cluster do not go together yet: a cluster fit streams into the "
+                              "cell that started it. Drop one of them.")
         if config is not None:
             options = {**config_options(config), **options}
         return fit_on_cluster(model, data, engines=cluster, profile=cluster_profile, sinks=sinks, **options)
     config = config or make_config(**options)
+    refuse_if_busy()
+    if background:
+        return _in_background(model, data, sinks, config)
+    return _fit(model, data, sinks=sinks, config=config)
+
+
+def _in_background(model, data, sinks, config, name: str = "run"):
+    """The display's sinks are made here, on the caller's thread (widgets belong to the cell that starts the fit);
+    the fit itself runs on the handle's worker thread."""
+    from jupyter_llm.fitting.background import BackgroundRun
+
+    displays = display_sinks(config.display)
+
+    def work(steer, extra):
+        return _fit(model, data, sinks=[*extra, *sinks], config=config, steer=steer, displays=[])
+
+    return BackgroundRun(config, work, displays, name=name).start()
+
+
+def _fit(model, data, *, sinks, config, steer=None, displays=None):
+    """The fit itself; `steer` (fitting/control.py) pauses it and changes its numbers, `displays` replace the
+    display sinks `config.display` would choose."""
     compile_cache.enable()
     if not isinstance(model, nnx.Module):
         raise ModelError(f"The model must be a flax.nnx.Module, got {type(model).__name__}. Build it with one of "
@@ -60,7 +88,8 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
     saver = Saver.for_fit(config, prepared, history)
     config = prepared.config = release_earlier_run(config)  # the new Run must not keep the old one alive
     try:
-        all_sinks = [history, *display_sinks(config.display), *logdir_sinks(config), *sinks]
+        shown = display_sinks(config.display) if displays is None else displays
+        all_sinks = [history, *shown, *logdir_sinks(config), *sinks]
     except BaseException:
         if saver is not None:
             saver.close()
@@ -72,13 +101,17 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
 
     loop, error = None, None
     reason, message, test_metrics = ev.FAILED, "", None
-    with stop_on_interrupt() as stop:
+    with stop_on_interrupt() as interrupted:
+        def stop():
+            return interrupted() or (steer is not None and steer.should_stop())
+
         try:
             emit(prepared.fit_start())
             emit(ev.CompileStart())
             emit(prepared.compile())
             state, position = (start[0], start[1]) if start else (prepared.init_state(), None)
-            loop = loop_mod.Loop(prepared.loop_plan(save=saver.save if saver else None), state, stop, position)
+            loop = loop_mod.Loop(prepared.loop_plan(save=saver.save if saver else None), state, stop, position,
+                                 steer=steer)
             outcome = loop_mod.run_to_end(loop.events(), emit)
             reason, message = outcome.reason, for_caller(outcome.message)
             if "test" in prepared.source.eval_plans and reason in (ev.COMPLETED, ev.EARLY_STOPPED):

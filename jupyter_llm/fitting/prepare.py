@@ -119,9 +119,10 @@ class PreparedFit:
     def init_state(self):
         return self.layout.put_state(init_state(self.params, self.rest, self.optimizer))
 
-    def hyper(self, scale: float) -> dict:
-        """The optimizer's numbers as the compiled step takes them: float32 scalars on the device."""
-        numbers = {**self.optimizer.hyper, "scale": scale}
+    def hyper(self, scale: float, changed: dict | None = None) -> dict:
+        """The optimizer's numbers as the compiled step takes them: float32 scalars on the device; `changed` holds
+        those set while the fit runs (clip, weight_decay)."""
+        numbers = {**self.optimizer.hyper, **(changed or {}), "scale": scale}
         return self.layout.put({k: np.float32(v) for k, v in numbers.items()})
 
     def lr_at(self, step: int, scale: float) -> float:

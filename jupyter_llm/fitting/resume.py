@@ -168,8 +168,12 @@ def _position_problem(position) -> str | None:
     if not (position.get("steps_per_dispatch") is None or _whole(position["steps_per_dispatch"], 1)):
         return f"its position's steps_per_dispatch is {position['steps_per_dispatch']!r}"
     scale = position.get("lr_scale", 1.0)
-    if scale is None or not _number(scale) or not 0 < scale <= 1:
-        return f"its position's lr_scale is {scale!r}, not a number in (0, 1]"
+    if scale is None or not _number(scale) or not 0 < scale < float("inf"):  # run.set(lr=...) may raise it
+        return f"its position's lr_scale is {scale!r}, not a positive number"
+    numbers = position.get("numbers") or {}
+    if not (isinstance(numbers, dict) and all(k in ("clip", "weight_decay") and _number(v) and v >= 0
+                                              for k, v in numbers.items())):
+        return f"its position's numbers {numbers!r} are not clip / weight_decay values >= 0"
     sums = position.get("epoch_sums") or {}
     if not (isinstance(sums, dict) and all(isinstance(k, str) and _number(v) for k, v in sums.items())):
         return "its position's epoch sums are not numbers"

@@ -47,6 +47,11 @@ class Run:
         return self._sink.log
 
     @property
+    def changes(self) -> list[dict]:
+        """The optimizer numbers changed while the fit ran (`run.set`): {"step": ..., "lr": ...}, in order."""
+        return self._sink.changes
+
+    @property
     def trace(self) -> list[tuple[int, float]]:
         """(step, training loss) pairs at the reporting cadence, thinned to a bounded length."""
         return self._sink.trace
@@ -189,7 +194,8 @@ class Run:
             return None
         if self._sink.start is None or self._sink.end is None:
             return None
-        return Report(self._sink.start, self._sink.end, trace=self.trace, log=self.log, evals=self._sink.evals)
+        return Report(self._sink.start, self._sink.end, trace=self.trace, log=self.log, evals=self._sink.evals,
+                      changes=self.changes)
 
     def _repr_html_(self):
         report = self._report()

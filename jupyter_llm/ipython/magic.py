@@ -39,9 +39,12 @@ class TrainMagics(Magics):
 
         try:
             with speaking_flags():
-                run = jl.fit(model, data, cluster=args.cluster, cluster_profile=args.cluster_profile, **options)
+                run = jl.fit(model, data, background=args.background, cluster=args.cluster,
+                             cluster_profile=args.cluster_profile, **options)
         except JupyterLLMError as exc:
             raise UsageError(str(exc)) from None
+        if args.background:
+            run.name = args.out
         self.shell.push({args.out: run})
 
     @line_magic

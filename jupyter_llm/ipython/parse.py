@@ -18,6 +18,7 @@ class TrainArgs:
     out: str = "run"
     cluster: int | None = None  # engines to run the fit on
     cluster_profile: str | None = None
+    background: bool = False
     fit_options: dict = field(default_factory=dict)  # only the options the user gave; fit supplies defaults
 
 

@@ -17,6 +17,7 @@ class HistorySink:
         self.compile: ev.CompileEnd | None = None
         self.end: ev.FitEnd | None = None
         self.evals: list[ev.Eval] = []
+        self.changes: list[dict] = []  # run.set's changes as they took effect: {"step": ..., "lr": ...}
         self._stride = 1
         self._seen = 0
 
@@ -38,5 +39,7 @@ class HistorySink:
             for key, value in event.logs.items():
                 self.history.setdefault(key, []).append(value)
             self.log.append({"epoch": event.epoch, "step": event.step, "elapsed": event.elapsed, **event.logs})
+        elif isinstance(event, ev.Control):
+            self.changes.append({"step": event.step, **event.changes})
         elif isinstance(event, ev.FitEnd):
             self.end = event

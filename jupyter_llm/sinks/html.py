@@ -124,6 +124,9 @@ class LiveView:
             self._row(event.epoch, event.step).update(event.logs, elapsed=event.elapsed)
         elif isinstance(event, ev.Sample):
             self.sample = event
+        elif isinstance(event, ev.Control):
+            changed = ", ".join(f"{k} → {v:.3g}" for k, v in event.changes.items())
+            self.phase = f"{self.phase.split(' · set at step')[0]} · set at step {event.step}: {changed}"
         elif isinstance(event, ev.FitEnd):
             self.end = event
             if event.test_metrics:

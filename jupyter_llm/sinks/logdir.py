@@ -89,6 +89,10 @@ class LogdirSink:
             self.prior = [r for r in self.prior if r.get("epoch", 0) < event.epoch]  # a resumed fit redoes these
             self.rows.append({"epoch": event.epoch, "step": event.step, "elapsed": event.elapsed, **event.logs})
             self._dirty = True
+        elif isinstance(event, ev.Control):  # run.set: a scalar per number, and a list in run.json
+            w.scalars({f"control/{k}": v for k, v in event.changes.items() if _is_number(v)}, event.step)
+            self.run.setdefault("changes", []).append({"step": event.step, **event.changes})
+            _write_atomic(os.path.join(self.path, RUN_JSON), _dumps(self.run))
         elif isinstance(event, ev.FitStart):
             self._start(event)
         elif isinstance(event, ev.FitEnd):

@@ -62,8 +62,10 @@ class Report:
     """
 
     def __init__(self, start: ev.FitStart, end: ev.FitEnd, *, trace: Iterable = (), log: Iterable[Mapping] = (),
-                 evals: Iterable[ev.Eval] = (), curves: Curves | None = None):
+                 evals: Iterable[ev.Eval] = (), curves: Curves | None = None, changes: Iterable[Mapping] = ()):
+        """`changes`: the numbers set while the fit ran (`run.set`), shown on the card so the run can be replayed."""
         self.start, self.end = start, end
+        self.changes = list(changes)
         self.log = list(log)
         self.final = self._final_metrics()
         self.curves = curves or _curves(trace, self.log, evals)
@@ -128,6 +130,9 @@ class Report:
             "config": ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None),
             "time": f"train {format_duration(e.elapsed)}, compile {e.compile_seconds:.1f} s",
             **({"memory": format_memory(e.memory)} if e.memory else {}),
+            **({"changed": "; ".join(f"step {c['step']}: " + ", ".join(f"{k}={v:.4g}" for k, v in c.items()
+                                                                      if k != "step") for c in self.changes)}
+               if self.changes else {}),
             "end": e.reason + (f" — {e.message}" if e.message else ""),
             "versions": ", ".join(f"{k} {v}" for k, v in self.versions.items()),
         }
@@ -187,11 +192,15 @@ class ReportSink:
         self.start: ev.FitStart | None = None
         self.curves = Curves(REPORT_POINTS)
         self.log: list[dict] = []  # one row per epoch: the report's table reads the last
+        self.changes: list[dict] = []
         self.report: Report | None = None
 
     def on(self, event) -> None:
         if isinstance(event, ev.FitStart):
             self.start, self.curves, self.log, self.report = event, Curves(REPORT_POINTS), [], None
+            self.changes = []
+        elif isinstance(event, ev.Control):
+            self.changes.append({"step": event.step, **event.changes})
         elif isinstance(event, ev.Progress) and "loss" in event.metrics:
             self.curves.add_train(event.step, event.metrics["loss"])
         elif isinstance(event, ev.Eval) and event.split == "validation":
@@ -201,5 +210,5 @@ class ReportSink:
         elif isinstance(event, ev.FitEnd) and self.start is not None:
             from IPython.display import display
 
-            self.report = Report(self.start, event, log=self.log, curves=self.curves)
+            self.report = Report(self.start, event, log=self.log, curves=self.curves, changes=self.changes)
             display(self.report)

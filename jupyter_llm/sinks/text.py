@@ -92,6 +92,8 @@ class TextSink:
                           f"{format_duration(event.elapsed)}{eta}")
         elif isinstance(event, ev.Sample):
             self._println(f"sample at step {event.step}:\n{event.prompt}{event.text}\n")
+        elif isinstance(event, ev.Control):
+            self._println(f"set at step {event.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in event.changes.items()))
         elif isinstance(event, ev.Eval) and event.split == "test":
             self._println(f"test: {format_metrics(event.metrics)}")
         elif isinstance(event, ev.FitEnd):

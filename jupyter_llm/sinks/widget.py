@@ -50,9 +50,27 @@ class WidgetSink:
         self.chart = w.HTML()
         self.table = w.HTML()
         self.end = w.HTML()
-        parts = [self.header, self.phase, w.HBox([self.bar, self.label]), self.chart, self.table, self.end]
+        self.controls = w.HTML()  # a note for a foreground fit; `attach` puts a background fit's buttons here
+        parts = [self.header, self.phase, w.HBox([self.bar, self.label]), self.controls, self.chart, self.table,
+                 self.end]
         self.root = _root_class()(parts)
         self._displayed = False
+
+    def attach(self, run) -> None:
+        """Steer `run` (a fit in the background) from this display: Pause, Stop, learning rate."""
+        from jupyter_llm.sinks.controls import control_bar
+
+        self.controls = control_bar(run)
+        children = list(self.root.children)
+        children[3] = self.controls
+        self.root.children = children
+
+    def show(self):
+        """Display the live widget (again: a new view of the same model, still updating)."""
+        from IPython.display import display
+
+        display(self.root)
+        self._displayed = True
 
     def on(self, event) -> None:
         final = self.view.on(event)
@@ -64,11 +82,19 @@ class WidgetSink:
         rare = isinstance(event, (ev.FitStart, ev.CompileStart, ev.CompileEnd))
         if self.throttle.ready(force=final or rare):
             self.redraw(chart=self.chart_throttle.ready(force=final or rare))
-        if not self._displayed and isinstance(event, ev.FitStart):
-            from IPython.display import display
+        if isinstance(event, ev.FitStart) and not hasattr(self.controls, "stop_button"):
+            from jupyter_llm.sinks.controls import FOREGROUND_NOTE
 
-            display(self.root)
-            self._displayed = True
+            self.controls.value = FOREGROUND_NOTE
+        if isinstance(event, ev.FitEnd):  # nothing left to steer
+            if hasattr(self.controls, "stop_button"):
+                for child in self.controls.children:
+                    if hasattr(child, "disabled"):
+                        child.disabled = True
+            else:
+                self.controls.value = ""
+        if not self._displayed and isinstance(event, ev.FitStart):
+            self.show()
 
     def redraw(self, chart: bool = True) -> None:
         """Send the parts whose text changed, one message per widget (`hold_sync` batches its traits); the chart

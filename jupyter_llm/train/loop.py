@@ -39,16 +39,19 @@ class Position:
     epoch_sums: dict = field(default_factory=dict)  # metric sums of the epoch so far
     monitor: dict | None = None
     steps_per_dispatch: int | None = None  # `dispatch` counts dispatches of this many steps
-    lr_scale: float = 1.0  # reduce-on-plateau's multiplier of the learning rate so far
+    lr_scale: float = 1.0  # the learning rate's multiplier so far (reduce-on-plateau's, and `run.set(lr=...)`'s)
+    numbers: dict = field(default_factory=dict)  # clip / weight_decay as set while the fit ran
 
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "dispatch": self.dispatch, "step": self.step, "epoch_sums": dict(self.epoch_sums),
-                "monitor": self.monitor, "steps_per_dispatch": self.steps_per_dispatch, "lr_scale": self.lr_scale}
+                "monitor": self.monitor, "steps_per_dispatch": self.steps_per_dispatch, "lr_scale": self.lr_scale,
+                "numbers": dict(self.numbers)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Position":
         return cls(d["epoch"], d["dispatch"], d["step"], dict(d.get("epoch_sums") or {}), d.get("monitor"),
-                   d.get("steps_per_dispatch"), float(d.get("lr_scale", 1.0)))
+                   d.get("steps_per_dispatch"), float(d.get("lr_scale", 1.0)),
+                   {k: float(v) for k, v in (d.get("numbers") or {}).items()})
 
 
 @dataclass
@@ -70,7 +73,7 @@ class LoopPlan:
     eval_every: int | None
     has_validation: bool
     derive: Callable = staticmethod(lambda metrics: metrics)  # adds e.g. perplexity from the loss
-    hyper: Callable = None  # lr scale -> the optimizer's numbers on the device (train/optim.py)
+    hyper: Callable = None  # (lr scale, numbers) -> the optimizer's numbers on the device (train/optim.py)
     lr_at: Callable | None = None  # (step, lr scale) -> the learning rate (host-side), None when unknown
     monitor: Monitor | None = None
     keep_best: bool = False
@@ -113,8 +116,9 @@ class Loop:
     """Runs a plan; `state` always holds the newest state whose dispatch was issued (never a deleted buffer)."""
 
     def __init__(self, plan: LoopPlan, state: TrainState, should_stop: Callable[[], bool],
-                 start: Position | None = None):
-        self.plan, self.state, self.should_stop = plan, state, should_stop
+                 start: Position | None = None, steer: Callable[[int], dict] | None = None):
+        """`steer(step)`, called between dispatches, may wait (a pause) and returns the numbers to change now."""
+        self.plan, self.state, self.should_stop, self.steer = plan, state, should_stop, steer
         self.start = start or Position()
         self.position = Position(**vars(self.start))
         self.step = self.start.step
@@ -123,7 +127,8 @@ class Loop:
         self.bad_step = -1
         self.skipped = 0
         self.lr_scale = self.start.lr_scale
-        self.hyper = plan.hyper(self.lr_scale)
+        self.numbers = dict(self.start.numbers)
+        self.hyper = plan.hyper(self.lr_scale, self.numbers)
         self.best = None  # (params, rest) at the monitor's best evaluation, with keep_best
         self._in_flight: collections.deque = collections.deque()  # (sums, chunk arguments) not yet waited for
         if plan.monitor is not None and self.start.monitor:
@@ -204,7 +209,7 @@ class Loop:
             pos.steps_per_dispatch = plan.steps_per_dispatch
             pos.epoch_sums = dict(epoch_sums)
             pos.monitor = plan.monitor.to_dict() if plan.monitor else None
-            pos.lr_scale = self.lr_scale
+            pos.lr_scale, pos.numbers = self.lr_scale, dict(self.numbers)
 
         profiler = _Profiler(*plan.profile, first_step=self.step) if plan.profile else None
         for epoch in range(self.start.epoch, plan.epochs):
@@ -227,6 +232,10 @@ class Loop:
                 cadence.steps_done += self.step - before
                 if profiler is not None:
                     profiler.after(self.step, self.state)
+                if self.steer is not None:
+                    changes = self._apply(self.steer(self.step))
+                    if changes:
+                        yield ev.Control(self.step, changes)
                 stop = self.should_stop()
                 now = time.perf_counter()
                 at_eval = bool(plan.eval_every) and self.step % plan.eval_every == 0
@@ -309,8 +318,27 @@ class Loop:
             self.best = jax.tree.map(jnp.copy, (self.state.params, self.state.rest))  # device copy, async
         if decision.reduce_lr:
             self.lr_scale *= PLATEAU_FACTOR
-            self.hyper = self.plan.hyper(self.lr_scale)
+            self.hyper = self.plan.hyper(self.lr_scale, self.numbers)
         return decision.stop
+
+    def _apply(self, changes: dict | None) -> dict:
+        """New numbers for the next dispatch (checked by the caller): a learning rate becomes the multiplier that
+        gives it at this step, so the schedule goes on from there in proportion. No recompilation: the numbers are
+        arguments of the compiled step. Returns what changed."""
+        if not changes:
+            return {}
+        done = {}
+        for key, value in changes.items():
+            if key == "lr":
+                base = self.plan.lr_at(self.step, 1.0) if self.plan.lr_at else 0.0
+                if base > 0:
+                    self.lr_scale = float(value) / base
+                    done["lr"] = float(value)
+            else:
+                self.numbers[key] = done[key] = float(value)
+        if done:
+            self.hyper = self.plan.hyper(self.lr_scale, self.numbers)
+        return done
 
 
 class _Profiler:
