@@ -11,9 +11,9 @@ import numpy as np
 from jupyter_llm.data.coerce import as_array, check_class_labels, check_split
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.data.plans import ordered_plan
-from jupyter_llm.errors import DataError
+from jupyter_llm.errors import ConfigError, DataError
 from jupyter_llm.fitting.prepare import means
-from jupyter_llm.train.state import split_model
+from jupyter_llm.train.state import split_model, trainable_for
 
 PREDICT_BATCH = 1024
 
@@ -73,7 +73,7 @@ class Run:
 
     # -- using the model -------------------------------------------------------------------------------------
     def _weights(self):
-        _, params, rest = split_model(self.model, train=False)
+        _, params, rest = split_model(self.model, train=False, trainable=trainable_for(self.config))
         return params, rest
 
     def evaluate(self, split_or_arrays: Any = "test") -> dict[str, float]:
@@ -166,6 +166,16 @@ class Run:
         for ids in generate_stream(self.model, self._prompt_ids(prompt), max_new_tokens, temperature=temperature,
                                    top_k=top_k, seed=seed, chunk=chunk):
             yield self.tokenizer.decode(ids)
+
+    def save_pretrained(self, directory):
+        """Write the trained model in Hugging Face's GPT-2 format (LoRA adapters merged into the weights), with the
+        fit's tokenizer when it is a BPE one: transformers and `GPT.from_pretrained` load the folder."""
+        save = getattr(self.model, "save_pretrained", None)
+        if save is None:
+            raise ConfigError(f"save_pretrained writes a jl.models.GPT in Hugging Face's GPT-2 format; this run's "
+                              f"model is a {type(self.model).__name__}. Save it with --checkpoint instead.")
+        tok = self.tokenizer
+        return save(directory, tokenizer=tok if callable(getattr(tok, "save_pretrained", None)) else None)
 
     # -- display ---------------------------------------------------------------------------------------------
     def summary(self) -> str:
