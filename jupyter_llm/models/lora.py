@@ -102,12 +102,15 @@ def add_adapters(model: nnx.Module, rank: int, alpha: float, targets: str = DEFA
     wanted = parse_targets(targets)
     layers = linear_layers(model)
     names = [_dotted(p) for p, _ in layers]
+    if not names:
+        raise ConfigError(f"{type(model).__name__} has no nnx.Linear layer for --lora to adapt; train its weights "
+                          "(leave out --lora) or freeze some with --freeze.")
     for target in wanted:
         if not any(_target_matches(n, target) for n in names):
-            have = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "") if names else "none"
-            raise ConfigError(f"--lora-targets {target!r} names no nnx.Linear layer of {type(model).__name__} "
-                              f"(its linear layers: {have}). Name layers by a piece of their path: attn, mlp, "
-                              "c_attn, c_fc, or a glob.")
+            have = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            raise ConfigError(f"--lora-targets {targets!r}: {target!r} names no nnx.Linear layer of "
+                              f"{type(model).__name__}, whose linear layers are {have}. Name the layers to adapt by "
+                              "a piece of their path (attn, mlp, c_attn, c_fc for a GPT) or a glob.")
     key = jax.random.fold_in(jax.random.key(seed), 0x4C6F5241)  # not the stream a model built from `seed` drew
     rngs = nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=jax.random.fold_in(key, 1))
     added = []

@@ -80,6 +80,10 @@ def check_freeze(model: nnx.Module, trainable: Trainable) -> None:
     for pattern in trainable.frozen:
         if not any(_matches(n, pattern) for n in names):
             shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            if trainable.kind is nnx.LoRAParam:
+                raise ConfigError(f"--freeze {pattern!r} matches no adapter of {type(model).__name__}: with --lora "
+                                  f"only the adapters train (named like {shown}), everything else is frozen "
+                                  "already.")
             raise ConfigError(f"--freeze {pattern!r} matches no parameter of {type(model).__name__}; its parameters "
                               f"are named like {shown}. A pattern is a dotted path (wte, h.0 for a whole block) or "
                               "an fnmatch glob (h.*.ln_1).")
