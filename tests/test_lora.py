@@ -179,3 +179,12 @@ def test_command_line_fine_tunes_a_hugging_face_folder(hf_dir, text_path, capsys
     assert cli.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["reason"] == "completed" and result["step"] == 4
+
+
+def test_lr_find_with_lora_leaves_the_model_as_it_was(chars):
+    model = _small_gpt(chars.vocab_size)
+    before = _flat(model)
+    result = jl.lr_find(model, chars, steps=6, batch_size=8, lora=4)
+    assert len(result.losses) == 6 and not lora.has_adapters(model)
+    after = _flat(model)
+    assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)

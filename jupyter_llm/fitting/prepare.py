@@ -4,6 +4,9 @@ Everything a user can get wrong is checked before any work starts (`fitting/chec
 example shape and classes, the loss against the model's outputs, the monitored quantity, the options that depend on
 the data. Then the programs are compiled ahead of time, or reused from earlier fits of this session
 (`fitting/program.py`). What the loop needs is handed over as one `LoopPlan`.
+
+With --lora the adapters are added to the model here, first (the split into trained and frozen needs them), and
+taken out again if the fit is refused before it starts.
 """
 
 from __future__ import annotations

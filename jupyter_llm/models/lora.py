@@ -138,6 +138,11 @@ def remove_adapters(model: nnx.Module, paths=None, *, merge: bool = False) -> No
             _set(model, path, layer.plain(merge=merge))
 
 
+def adapted_layers(model: nnx.Module) -> set[tuple]:
+    """The paths of `model`'s adapted layers."""
+    return {path for path, layer in linear_layers(model) if isinstance(layer, LoRALinear)}
+
+
 def has_adapters(model: nnx.Module) -> bool:
     return any(isinstance(layer, LoRALinear) for _, layer in linear_layers(model))
 
