@@ -7,12 +7,13 @@ metrics. A user mistake prints one line to stderr and exits with status 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from jupyter_llm.errors import ConfigError, JupyterLLMError
 from jupyter_llm.options import speaking_flags
 
-USAGE = """usage: python -m jupyter_llm train --model mlp|cnn --data NAME [options]
+USAGE = """usage: python -m jupyter_llm train --model mlp|cnn|gpt-char-tiny|gpt2|HF_FOLDER --data NAME|FILE [options]
        python -m jupyter_llm train --help"""
 
 
@@ -89,7 +90,7 @@ def train(argv: list[str]):
     from jupyter_llm.config import make_config
     from jupyter_llm.data.coerce import as_dataset
     from jupyter_llm.data.text import TextCorpus
-    from jupyter_llm.fitting.build import build_model
+    from jupyter_llm.fitting.build import build_model, is_pretrained, pretrained_with_text
     from jupyter_llm.fitting.orchestrate import fit
     from jupyter_llm.ipython.parse import parse_train_line
 
@@ -110,9 +111,12 @@ def train(argv: list[str]):
     options = dict(args.fit_options)
     options.setdefault("display", "text")
     config = make_config(**options)  # checked before the model is built from --seed or any data is read
-    from jupyter_llm.datasets import load
+    if is_pretrained(args.model):  # its own tokenizer reads the text
+        model, dataset = pretrained_with_text(args.model, args.data, block_size=config.block_size)
+        return fit(model, dataset, **options)
+    from jupyter_llm.datasets import load, text
 
-    dataset = load(args.data)
+    dataset = text(args.data) if os.path.isfile(args.data) else load(args.data)
     if not isinstance(dataset, TextCorpus):
         dataset = as_dataset(dataset)
     model = build_model(args.model, dataset, seed=config.seed)

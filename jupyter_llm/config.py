@@ -80,6 +80,16 @@ class FitConfig:
                        unset="off", nargs="?")
     logdir: str | None = _opt(None, "write TensorBoard scalars and the history (JSON, CSV) here", unset="off")
     profile: int | None = _opt(None, "record a JAX profiler trace of N steps into --logdir", unset="off")
+    # fine-tuning: what trains (default: every parameter)
+    lora: int | None = _opt(None, "train low-rank adapters of this rank on --lora-targets instead of the weights "
+                                  "(base weights frozen)", unset="off")
+    lora_alpha: float | None = _opt(None, "adapter scale numerator: each adapter adds (x A B) * alpha/rank",
+                                    unset="2 x rank")
+    lora_targets: str = _opt("attn,mlp", "the nnx.Linear layers --lora adapts, by a piece of their path: attn "
+                                         "(c_attn, attn.c_proj), mlp (c_fc, mlp.c_proj), c_attn, ... or globs")
+    lora_dropout: float = _opt(0.0, "dropout on the adapters' input while training")
+    freeze: str | None = _opt(None, "leave these parameters untrained: comma-separated dotted paths or globs, "
+                                    "e.g. wte,wpe,h.0", unset="off")
     # runtime
     precision: str = _opt("fp32", "compute precision: fp32, or bf16 (float32 master weights; for GPUs and TPUs)",
                           PRECISIONS)
@@ -105,6 +115,7 @@ class FitConfig:
             if getattr(self, name) is not None:
                 _check_int(self, name, minimum=0)
         _check_float(self, "lr", minimum=0.0, strict=True)
+        _check_fine_tuning(self)
         _check_float(self, "momentum", minimum=0.0, maximum=1.0)
         _check_float(self, "beta2", minimum=0.0, maximum=1.0)
         _check_float(self, "weight_decay", minimum=0.0)
@@ -161,6 +172,25 @@ class FitConfig:
             v = getattr(self, f.name)
             out[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else _describe(v)
         return out
+
+
+def _check_fine_tuning(cfg) -> None:
+    if cfg.lora is not None:
+        _check_int(cfg, "lora", minimum=1, maximum=MAX_INT32)
+    elif cfg.lora_alpha is not None or cfg.lora_dropout:
+        given = "--lora-alpha" if cfg.lora_alpha is not None else "--lora-dropout"
+        raise ConfigError(f"{given} applies to LoRA adapters; add --lora RANK (e.g. --lora 8).")
+    if cfg.lora_alpha is not None:
+        _check_float(cfg, "lora_alpha", minimum=0.0, strict=True)
+    _check_float(cfg, "lora_dropout", minimum=0.0, maximum=1.0)
+    if not cfg.lora_dropout < 1.0:
+        raise ConfigError(f"--lora-dropout must be below 1, got {cfg.lora_dropout}.")
+    if not isinstance(cfg.lora_targets, str) or not cfg.lora_targets.strip(", "):
+        raise ConfigError(f"--lora-targets takes comma-separated layer names such as attn,mlp, got "
+                          f"{cfg.lora_targets!r}.")
+    if cfg.freeze is not None and (not isinstance(cfg.freeze, str) or not cfg.freeze.strip(", ")):
+        raise ConfigError(f"--freeze takes comma-separated parameter paths or globs such as wte,wpe,h.0, got "
+                          f"{cfg.freeze!r}.")
 
 
 MESH_AXES = ("data", "fsdp", "model")

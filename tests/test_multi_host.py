@@ -64,9 +64,12 @@ def test_two_processes_train_like_one_with_as_many_devices(fits):
 def test_only_process_zero_speaks_and_writes(fits):
     tmp, outs, single = fits
     (out0, _), (out1, _) = outs
-    ours = [[ln for ln in out.splitlines() if ln.strip() and not ln.startswith("[Gloo]")] for out in (out0, out1)]
+    def ours(out):  # gloo's own connection notes (C++ writes, sometimes split across lines) aside
+        return [ln for ln in out.splitlines() if ln.strip() and "[Gloo]" not in ln and "peer ranks" not in ln]
+
+    ours = [ours(out0), ours(out1)]
     assert json.loads(ours[0][-1])["reason"] == "completed" and any("epoch" in ln for ln in ours[0])
-    assert ours[1] == []  # no progress, no result line (gloo's own connection notes aside)
+    assert ours[1] == []  # no progress, no result line
     assert not (tmp / "p1").exists()  # nothing written by process 1
     assert json.loads(single[0].strip().splitlines()[-1])["step"] == json.loads(ours[0][-1])["step"]
 

@@ -137,6 +137,12 @@ class BPETokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
+    @property
+    def start_id(self) -> int | None:
+        """The token a generation without a prompt starts from: <|endoftext|>, which precedes every document GPT-2
+        saw, when the vocabulary has it (id 50256 in GPT-2's); None otherwise."""
+        return self._tok.token_to_id(_EOT)
+
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self._tok.encode(text).ids, dtype=np.int32)
 

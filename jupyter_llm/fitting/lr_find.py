@@ -19,6 +19,7 @@ from flax import nnx
 from jupyter_llm import events as ev
 from jupyter_llm.config import check_float32
 from jupyter_llm.errors import ConfigError
+from jupyter_llm.models.lora import adapted_layers, remove_adapters
 from jupyter_llm.options import in_callers_idiom
 
 _OPTIMIZERS = {
@@ -93,6 +94,7 @@ def lr_find(model: nnx.Module, data, *, min_lr: float = 1e-7, max_lr: float = 10
         return min_lr * ratio ** (jnp.minimum(count, steps - 1) / (steps - 1))
 
     snapshot = jax.tree.map(jnp.copy, nnx.state(model))  # every variable, RNG streams included
+    adapted = adapted_layers(model)
     recorder = _StepLosses()
     from jupyter_llm.fitting.runlog import paused
 
@@ -101,6 +103,7 @@ def lr_find(model: nnx.Module, data, *, min_lr: float = 1e-7, max_lr: float = 10
             fit(model, data, optimizer=_OPTIMIZERS[optimizer](schedule), steps=steps, batch_size=batch_size, seed=seed,
                 steps_per_dispatch=1, report_every=0.0, display="none", sinks=[recorder], **options)
     finally:
+        remove_adapters(model, adapted_layers(model) - adapted)  # a range test with --lora adds none for good
         nnx.update(model, snapshot)
     lrs = [float(schedule(step - 1)) for step, _ in recorder.points]
     losses = [loss for _, loss in recorder.points]

@@ -4,6 +4,9 @@ Everything a user can get wrong is checked before any work starts (`fitting/chec
 example shape and classes, the loss against the model's outputs, the monitored quantity, the options that depend on
 the data. Then the programs are compiled ahead of time, or reused from earlier fits of this session
 (`fitting/program.py`). What the loop needs is handed over as one `LoopPlan`.
+
+With --lora the adapters are added to the model here, first (the split into trained and frozen needs them), and
+taken out again if the fit is refused before it starts.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ConfigError
 from jupyter_llm.fitting import checks
 from jupyter_llm.fitting.program import compile_program
+from jupyter_llm.models.lora import add_adapters, remove_adapters
 from jupyter_llm.train import loop as loop_mod
 from jupyter_llm.train.layout import data_parallel, from_mesh
 from jupyter_llm.train.losses import resolve_loss, smoothed
 from jupyter_llm.train.monitor import Monitor
 from jupyter_llm.train.optim import make_optimizer
-from jupyter_llm.train.state import count_params, init_state, split_model
+from jupyter_llm.train.state import check_freeze, count_params, init_state, split_model, trainable_for
 from jupyter_llm.train.step import Step
 
 
@@ -35,8 +39,20 @@ class PreparedFit:
 
     def __init__(self, model: nnx.Module, dataset, config: FitConfig):
         self.model, self.dataset, self.config = model, dataset, config
-        self.graphdef_train, self.params, self.rest = split_model(model, train=True)
-        self.graphdef_eval, _, _ = split_model(model, train=False)
+        self.trainable = trainable_for(config)
+        added = add_adapters(model, config.lora, config.lora_alpha or 2.0 * config.lora, config.lora_targets,
+                             config.lora_dropout, seed=config.seed) if config.lora else []
+        try:
+            self._prepare()
+        except BaseException:  # a fit refused before it starts leaves the model as it was given
+            remove_adapters(model, added)
+            raise
+
+    def _prepare(self) -> None:
+        model, dataset, config = self.model, self.dataset, self.config
+        check_freeze(model, self.trainable)
+        self.graphdef_train, self.params, self.rest = split_model(model, train=True, trainable=self.trainable)
+        self.graphdef_eval, _, _ = split_model(model, train=False, trainable=self.trainable)
         checks.check_trainable(model, self.params)
         sizes = config.mesh_sizes
         self.layout = data_parallel(config.batch_size) if sizes is None else from_mesh(sizes, config.batch_size, model)
@@ -63,7 +79,8 @@ class PreparedFit:
         self.monitor = Monitor.from_config(config, self.logged_names())
         self.step = Step(self.graphdef_train, self.graphdef_eval, self.optimizer, self.loss_fn, self.metrics,
                          train_loss_fn=train_loss_fn, platform=self.layout.platform,
-                         compute_dtype=jnp.bfloat16 if config.precision == "bf16" else None)
+                         compute_dtype=jnp.bfloat16 if config.precision == "bf16" else None,
+                         trainable=self.trainable)
         self._set_dispatch()
         self.data_key = jax.random.fold_in(jax.random.key(config.seed), 1)
         self.program = None  # after compile()

@@ -68,7 +68,8 @@ def cache_key(prepared) -> tuple:
     c, src, layout = prepared.config, prepared.source, prepared.layout
     shapes = tuple((k, tuple(a.shape), str(a.dtype)) for k, arrs in src.device.items() for a in jax.tree.leaves(arrs))
     plans = tuple((k, tuple(p[0].shape)) for k, p in src.eval_plans.items())
-    return (prepared.graphdef_train, prepared.graphdef_eval, prepared.optimizer.key, prepared.loss_name,
+    return (prepared.graphdef_train, prepared.graphdef_eval, prepared.trainable, prepared.optimizer.key,
+            prepared.loss_name,
             c.label_smoothing, c.skip_nonfinite, c.precision,
             id(prepared.loss_fn) if callable(c.loss) else 0,  # a user's loss: that function; a named one: its name
             type(src), getattr(src, "block_size", None), prepared.steps_per_dispatch, c.batch_size,

@@ -18,7 +18,7 @@ from jupyter_llm.errors import ConfigError
 from jupyter_llm.train.loop import Position
 from jupyter_llm.train.state import fresh_copy, init_state
 
-_RESUME_MUST_MATCH = ("batch_size", "seed", "accumulate", "block_size")
+_RESUME_MUST_MATCH = ("batch_size", "seed", "accumulate", "block_size", "lora", "lora_alpha", "lora_targets", "freeze")
 
 
 def _versions() -> dict:

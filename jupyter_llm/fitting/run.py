@@ -11,9 +11,9 @@ import numpy as np
 from jupyter_llm.data.coerce import as_array, check_class_labels, check_split
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.data.plans import ordered_plan
-from jupyter_llm.errors import DataError
+from jupyter_llm.errors import ConfigError, DataError
 from jupyter_llm.fitting.prepare import means
-from jupyter_llm.train.state import split_model
+from jupyter_llm.train.state import split_model, trainable_for
 
 PREDICT_BATCH = 1024
 
@@ -84,7 +84,7 @@ class Run:
 
     # -- using the model -------------------------------------------------------------------------------------
     def _weights(self):
-        _, params, rest = split_model(self.model, train=False)
+        _, params, rest = split_model(self.model, train=False, trainable=trainable_for(self.config))
         return params, rest
 
     def evaluate(self, split_or_arrays: Any = "test") -> dict[str, float]:
@@ -152,6 +152,9 @@ class Run:
             raise DataError("This run was not trained on text, so it cannot generate: train a language model on "
                             "jl.datasets.text(...) or jl.datasets.load('tinyshakespeare').")
         if prompt == "":
+            start = getattr(tok, "start_id", None)  # GPT-2's <|endoftext|>, not whatever token has id 0
+            if start is not None:
+                return np.asarray([start], np.int32)
             newline = "\n" if "\n" in getattr(tok, "chars", ["\n"]) else None
             return tok.encode(newline) if newline else np.zeros((1,), np.int32)
         return tok.encode(prompt)
@@ -170,9 +173,29 @@ class Run:
         """Like `generate`, yielding pieces of text as they are produced (what `%generate` prints)."""
         from jupyter_llm.models.generate import generate_stream
 
+        new, shown = [], ""
         for ids in generate_stream(self.model, self._prompt_ids(prompt), max_new_tokens, temperature=temperature,
                                    top_k=top_k, seed=seed, chunk=chunk):
-            yield self.tokenizer.decode(ids)
+            # decoded as a whole: a character whose bytes span two chunks (byte-level BPE) is never cut in two;
+            # a trailing U+FFFD is an incomplete one, held back until its last bytes come
+            new.extend(np.asarray(ids).reshape(-1).tolist())
+            ready = self.tokenizer.decode(new).rstrip("\ufffd")
+            if len(ready) > len(shown) and ready.startswith(shown):
+                yield ready[len(shown):]
+                shown = ready
+        rest = self.tokenizer.decode(new) if new else ""
+        if len(rest) > len(shown):
+            yield rest[len(shown):]
+
+    def save_pretrained(self, directory):
+        """Write the trained model in Hugging Face's GPT-2 format (LoRA adapters merged into the weights), with the
+        fit's tokenizer when it is a BPE one: transformers and `GPT.from_pretrained` load the folder."""
+        save = getattr(self.model, "save_pretrained", None)
+        if save is None:
+            raise ConfigError(f"save_pretrained writes a jl.models.GPT in Hugging Face's GPT-2 format; this run's "
+                              f"model is a {type(self.model).__name__}. Save it with --checkpoint instead.")
+        tok = self.tokenizer
+        return save(directory, tokenizer=tok if callable(getattr(tok, "save_pretrained", None)) else None)
 
     # -- display ---------------------------------------------------------------------------------------------
     def summary(self) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from jupyter_llm.errors import ConfigError, PretrainedError
+from jupyter_llm.models.lora import has_adapters, merged
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 _PREFIX = "transformer."
@@ -211,6 +212,8 @@ def save(model, directory, *, tokenizer=None) -> Path:
     if folder.exists() and not folder.is_dir():
         raise PretrainedError(f"{str(folder)!r} is a file; save_pretrained writes a folder (config.json and "
                               "model.safetensors): give a new or existing folder's path.")
+    if has_adapters(model):  # LoRA: the adapters folded into the kernels, the format every GPT-2 reader knows
+        model = merged(model)
     config = model.config
     ours = {hf_name(path): var for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     # a bias-free GPT of ours is the GPT-2 whose biases are zero: the full list of names and shapes is GPT-2's

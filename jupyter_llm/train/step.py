@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from jupyter_llm.train.flat_matmuls import flat_matmuls
-from jupyter_llm.train.state import TrainState
+from jupyter_llm.train.state import ALL_PARAMS, TrainState
 
 
 def cast_floats(tree, dtype):
@@ -47,15 +47,17 @@ class Step:
     `compute_dtype` (e.g. bfloat16): the forward and backward passes run in it on a cast copy of the weights, while
     the master weights, the optimizer and the loss stay in float32. `train_loss_fn` is what is differentiated (e.g.
     with label smoothing); the metrics report the plain `loss_fn`. `platform` picks the measures measured to help
-    there (the 2-D matmul rewrite on XLA:CPU only; GPUs and TPUs fuse their own).
+    there (the 2-D matmul rewrite on XLA:CPU only; GPUs and TPUs fuse their own). `trainable` is the filter the
+    state was split by (`train/state.py`): what it leaves out is carried through in `rest`, never differentiated.
     """
 
     def __init__(self, graphdef_train, graphdef_eval, optimizer, loss_fn, metrics: dict, *, train_loss_fn=None,
-                 compute_dtype=None, platform: str = "cpu"):
+                 compute_dtype=None, platform: str = "cpu", trainable=ALL_PARAMS):
         self.graphdef_train, self.graphdef_eval = graphdef_train, graphdef_eval
         self.optimizer, self.loss_fn, self.metrics = optimizer, loss_fn, metrics
         self.train_loss_fn = train_loss_fn or loss_fn
         self.compute_dtype = compute_dtype
+        self.trainable = trainable
         self.names = ("loss", *metrics)
         self._forward = flat_matmuls(self._train_forward) if platform == "cpu" else self._train_forward
 
@@ -72,7 +74,7 @@ class Step:
         a parameter (dropout's RNG counts, batch statistics) may change during the call."""
         model = nnx.merge(self.graphdef_train, params, rest)
         out = model(x)
-        return out, nnx.split(model, nnx.Param, ...)[2]
+        return out, nnx.split(model, self.trainable, ...)[2]
 
     def _sums(self, out, y, w) -> dict:
         sums = {"loss": jnp.sum(self.loss_fn(out, y) * w)}
