@@ -226,9 +226,9 @@ def parse_nanogpt(log: str, warmup: int) -> dict:
 
 
 def nanogpt_run(checkout: str, iters: int, threads: int, corpus_path: str, warmup: int = 0,
-                timeout: float = 3600) -> dict:
+                timeout: float = 3600, cfg: dict = gpt_torch.CONFIG) -> dict:
     """Run nanoGPT's own train.py from the checkout at `checkout` with its README's CPU shakespeare_char command
-    (the model's sizes as this benchmark's CONFIG) for `iters` iterations; return `parse_nanogpt` of its output.
+    (the model's sizes from `cfg`) for `iters` iterations; return `parse_nanogpt` of its output.
     Its data step, data/shakespeare_char/prepare.py, downloads the text unless input.txt is there: the local
     copy is written there first. Checkpoints go to a temporary directory, not into the checkout."""
     import os
@@ -244,7 +244,7 @@ def nanogpt_run(checkout: str, iters: int, threads: int, corpus_path: str, warmu
         if not os.path.isfile(os.path.join(data_dir, "input.txt")):
             shutil.copyfile(corpus_path, os.path.join(data_dir, "input.txt"))
         subprocess.run([sys.executable, "prepare.py"], cwd=data_dir, env=env, check=True, capture_output=True)
-    c = gpt_torch.CONFIG
+    c = cfg
     with tempfile.TemporaryDirectory() as out_dir:
         cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
                f"--eval_iters={gpt_torch.EVAL_ITERS}", "--log_interval=1", f"--block_size={c['block_size']}",
@@ -259,14 +259,15 @@ def nanogpt_run(checkout: str, iters: int, threads: int, corpus_path: str, warmu
     return parse_nanogpt(out.stdout + "\n" + out.stderr, warmup)
 
 
-def nanogpt_rows(args, fit_ms: list, warmup: int, iters: int, val_at: int, corpus_path: str, fit_val=None) -> list:
+def nanogpt_rows(args, fit_ms: list, warmup: int, iters: int, val_at: int, corpus_path: str, fit_val=None,
+                 cfg: dict = gpt_torch.CONFIG) -> list:
     """The row(s) against nanoGPT's own train.py; one skipped row (no values, a note) without --nanogpt."""
     name = "GPT char: jl.fit vs nanoGPT's train.py"
     if not args.nanogpt:
         return [common.Row(name, "ms/iter", [], None, "skipped",
                            note="pass --nanogpt DIR (a checkout of github.com/karpathy/nanoGPT) to run its train.py")]
     n = val_at or warmup + iters
-    res = nanogpt_run(args.nanogpt, n, args.torch_threads, corpus_path, warmup)
+    res = nanogpt_run(args.nanogpt, n, args.torch_threads, corpus_path, warmup, cfg=cfg)
     times = res["ms_per_iter"]
     rows = [common.Row(name, "ms/iter", [statistics.median(fit_ms)] if fit_ms else [],
                        [times] if times else None, "nanoGPT train.py",
@@ -382,7 +383,7 @@ def main(argv=None):
         rows += val_rows("", ours, [t] if t else [], torch_name, val_at, len(val_ids) - cfg["block_size"],
                          len(windows))
     fit_val = ours["jl.fit"][0][0] if "jl.fit" in ours else None
-    rows += nanogpt_rows(args, ms["jl.fit"], warmup, iters, val_at, path, fit_val)
+    rows += nanogpt_rows(args, ms["jl.fit"], warmup, iters, val_at, path, fit_val, cfg)
     common.report(rows, args, "Character-level GPT (nanoGPT's CPU recipe)")
     return rows
 
