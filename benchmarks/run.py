@@ -30,6 +30,8 @@ def extra(p):
     p.add_argument("--torch-threads", type=int, default=None, help="passed to gpt.py")
     p.add_argument("--val-at", type=int, default=None,
                    help="passed to gpt.py: train each GPT this many iterations for the validation loss")
+    p.add_argument("--nanogpt", default=None, metavar="DIR",
+                   help="passed to gpt.py: a checkout of nanoGPT whose own train.py runs as a further reference")
 
 
 def run_script(name: str, args) -> list[common.Row]:
@@ -42,6 +44,8 @@ def run_script(name: str, args) -> list[common.Row]:
             cmd += ["--torch-threads", str(args.torch_threads)]
         if name == "gpt" and args.val_at is not None:
             cmd += ["--val-at", str(args.val_at)]
+        if name == "gpt" and args.nanogpt:
+            cmd += ["--nanogpt", args.nanogpt]
         common.log(f"== {name}: {' '.join(cmd[1:])}")
         t0 = common.clock()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, check=False)

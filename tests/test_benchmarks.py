@@ -67,12 +67,12 @@ def test_modes(bench_path, monkeypatch):
 
 def test_gpt_seeds_tiny():
     """The seed study (not part of run.py: it trains 2,000 iterations per seed) runs and prints its two rows: the
-    loss over every validation window, and on the windows of nanoGPT's own 20-batch estimate."""
+    loss over every validation window, and on 20 random batches of windows drawn at the seed."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "gpt_seeds.py"), "--tiny"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    for row in ("every window", "nanoGPT's 20 batches"):
+    for row in ("every window", "20 random batches"):
         assert f"| GPT char val loss @20, 1 seed, {row}: jl.fit vs PyTorch |" in proc.stdout, proc.stdout
 
 
@@ -86,3 +86,53 @@ def test_gpt_parts_tiny():
     for name in ("GELU -> identity", "LayerNorm -> identity", "attention core -> q+k+v", "matmul skeleton (all three)",
                  "optimizer -> SGD", "forward only"):
         assert f"| GPT step: {name} |" in proc.stdout and "full step: " in proc.stdout, proc.stdout
+
+
+FAKE_TRAIN = """import sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[2:])
+n = int(args["max_iters"])
+assert sys.argv[1] == "config/train_shakespeare_char.py" and args["device"] == "cpu" and args["compile"] == "False"
+for it in range(n + 1):
+    if it % 250 == 0 or it == n:
+        print(f"step {it}: train loss 1.9, val loss {2.0 - it / 10000:.4f}")
+    print(f"iter {it}: loss 2.5, time {30.0 + (100 if it == 0 else it % 3):.2f}ms, mfu 1.2%")
+"""
+
+
+def fake_nanogpt(root):
+    """A stand-in for a nanoGPT checkout: a train.py printing lines in nanoGPT's documented format, and a
+    prepare.py that fails if the text it would download is not there."""
+    data = root / "data" / "shakespeare_char"
+    data.mkdir(parents=True)
+    (root / "config").mkdir()
+    (root / "train.py").write_text(FAKE_TRAIN)
+    (data / "prepare.py").write_text("import os\nassert os.path.getsize('input.txt') > 1000\n"
+                                     "for f in ('train.bin', 'val.bin', 'meta.pkl'):\n    open(f, 'w').close()\n")
+    return root
+
+
+def test_nanogpt_parse_and_run(bench_path, tmp_path):
+    """--nanogpt DIR: nanoGPT's printed iteration times and val losses are parsed; its data step finds the local
+    text in place of the download; the row compares its median iteration time with jl.fit's."""
+    import types
+
+    import gpt
+    import gpt_torch
+
+    log = "iter 0: loss 4.2, time 900.00ms, mfu -100.00%\niter 1: loss 3.9, time 31.00ms, mfu 1.2%\n" \
+          "step 250: train loss 1.9, val loss 2.0\niter 2: loss 3.1, time 29.50ms, mfu 1.3%\n"
+    parsed = gpt.parse_nanogpt(log, warmup=1)
+    assert parsed == {"ms_per_iter": 30.25, "iters": 2, "val_loss": {250: 2.0}}
+    checkout = fake_nanogpt(tmp_path / "nanoGPT")
+    corpus = gpt_torch.find_corpus()
+    if corpus is None:
+        pytest.skip("tinyshakespeare.txt not found")
+    res = gpt.nanogpt_run(str(checkout), 300, 1, corpus, warmup=2)
+    assert (checkout / "data" / "shakespeare_char" / "input.txt").exists()
+    assert res["iters"] == 299 and res["val_loss"] == {0: 2.0, 250: 1.975, 300: 1.97}
+    args = types.SimpleNamespace(nanogpt=str(checkout), torch_threads=1)
+    rows = gpt.nanogpt_rows(args, [15.0, 16.0], 2, 4, 300, corpus, fit_val=1.9)
+    assert rows[0].reference == [res["ms_per_iter"]] and rows[0].ours == [15.5]
+    assert rows[1].reference == [1.97] and "step 300" in rows[1].note
+    skipped = gpt.nanogpt_rows(types.SimpleNamespace(nanogpt=None), [15.0], 2, 4, 0, corpus)
+    assert skipped[0].ours == [] and "--nanogpt DIR" in skipped[0].note
