@@ -35,3 +35,16 @@ class InterruptAt:
             self.n -= 1
             if self.n == 0:
                 os.kill(os.getpid(), signal.SIGINT)
+
+
+class Recorder:
+    """A sink that keeps every event, for tests that look at what a fit emitted."""
+
+    def __init__(self):
+        self.events = []
+
+    def on(self, event):
+        self.events.append(event)
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]

@@ -16,7 +16,7 @@ import pytest
 import jupyter_llm as jl
 from jupyter_llm import events as ev
 from jupyter_llm.errors import ConfigError
-from tests.helpers import mlp, same_params
+from tests.helpers import Recorder, mlp, same_params
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(512, 16)).astype(np.float32)
@@ -27,17 +27,6 @@ QUICK = dict(display="none", steps_per_dispatch=1, report_every=0.0, schedule="c
 
 def model(seed=0):
     return mlp(in_features=16, hidden=(32,), num_classes=2, seed=seed)
-
-
-class Recorder:
-    def __init__(self):
-        self.events = []
-
-    def on(self, event):
-        self.events.append(event)
-
-    def of(self, kind):
-        return [e for e in self.events if isinstance(e, kind)]
 
 
 class PauseAt:

@@ -155,6 +155,16 @@ def _write_notebook(path: Path) -> None:
     path.write_text(json.dumps(nb, indent=1))
 
 
+def start_lab(port: int, notebooks: Path, tmp: Path, log_file) -> subprocess.Popen:
+    """A JupyterLab server of its own (no token, no browser) serving `notebooks` on 127.0.0.1:`port`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+         "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+         "--ServerApp.port_retries=0", "--allow-root", "--LabApp.expose_app_in_browser=True",
+         "--ServerApp.root_dir=" + str(notebooks)],
+        stdout=log_file, stderr=subprocess.STDOUT, env=_lab_env(tmp), cwd=notebooks)
+
+
 def _lab_env(tmp: Path) -> dict:
     """A JupyterLab of its own: config, runtime, settings and workspaces under tmp, and a `python3` kernel spec that
     is this interpreter (found first through JUPYTER_PATH), whatever kernels the machine has installed."""
@@ -229,12 +239,7 @@ def test_live_widget_renders_in_jupyterlab(tmp_path):
     timings: dict[str, float] = {}
 
     with open(log, "w") as log_file:
-        lab = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-             "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-             "--ServerApp.port_retries=0", "--allow-root", "--LabApp.expose_app_in_browser=True",
-             "--ServerApp.root_dir=" + str(notebooks)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=_lab_env(tmp_path), cwd=notebooks)
+        lab = start_lab(port, notebooks, tmp_path, log_file)
     try:
         _wait_for_server(url, lab, deadline, log)
         timings["server"] = time.monotonic() - t0

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -20,11 +18,11 @@ from tests.test_browser import (
     RUN_ALL_JS,
     Deadline,
     _free_port,
-    _lab_env,
     _missing,
     _stop_server,
     _unexpected,
     _wait_for_server,
+    start_lab,
 )
 
 CELLS = [
@@ -61,12 +59,7 @@ def test_pause_lr_and_stop_from_the_display(tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
     with open(log, "w") as log_file:
-        lab = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-             "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-             "--ServerApp.port_retries=0", "--allow-root", "--LabApp.expose_app_in_browser=True",
-             "--ServerApp.root_dir=" + str(notebooks)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=_lab_env(tmp_path), cwd=notebooks)
+        lab = start_lab(port, notebooks, tmp_path, log_file)
     try:
         _wait_for_server(url, lab, deadline, log)
         with sync_playwright() as p:

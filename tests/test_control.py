@@ -12,7 +12,7 @@ from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig
 from jupyter_llm.errors import ConfigError
 from jupyter_llm.train.schedule import learning_rate, schedule_numbers
-from tests.helpers import InterruptAt, mlp, params_of, same_params
+from tests.helpers import InterruptAt, Recorder, mlp, params_of, same_params
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(512, 16)).astype(np.float32)
@@ -22,17 +22,6 @@ DATA = {"train": (X[:384], Y[:384]), "validation": (X[384:], Y[384:])}
 
 def model(seed=0, **kw):
     return mlp(in_features=16, hidden=(32,), num_classes=4, seed=seed, **kw)
-
-
-class Recorder:
-    def __init__(self):
-        self.events = []
-
-    def on(self, event):
-        self.events.append(event)
-
-    def of(self, kind):
-        return [e for e in self.events if isinstance(e, kind)]
 
 
 def schedule_of(cfg, total):
