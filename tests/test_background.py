@@ -170,6 +170,8 @@ def test_an_error_in_a_sink_ends_the_fit_and_wait_raises_it():
 
 
 def test_an_interrupt_stops_the_foreground_not_the_background_fit():
+    # Python's own handler, as in a kernel (a runner started in the background may have SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     run = start_paused(5)
     try:
         held(run)
@@ -180,6 +182,7 @@ def test_an_interrupt_stops_the_foreground_not_the_background_fit():
         run.unpause()
     finally:
         run.stop()
+        signal.signal(signal.SIGINT, previous)
     assert run.wait(60).reason == ev.INTERRUPTED
 
 
