@@ -41,6 +41,38 @@ def shrunk(argv: list[str]) -> list[str]:
     return out
 
 
+def provide_inputs(argv: list[str], where: Path) -> None:
+    """What a command names that the README made earlier: a repository file given by a relative path is copied
+    into `where`; a `--model ./FOLDER` (the README saves one from Python first) is a tiny GPT-2 in Hugging Face's
+    format, written by transformers with a byte-level BPE trained here."""
+    for i, arg in enumerate(argv[:-1]):
+        value = argv[i + 1]
+        if arg == "--data" and (ROOT / value).is_file():
+            (where / value).parent.mkdir(parents=True, exist_ok=True)
+            (where / value).write_text((ROOT / value).read_text(encoding="utf-8")[:200_000], encoding="utf-8")
+        if arg == "--model" and value.startswith(("./", "../")) and not (where / value).exists():
+            pytest.importorskip("transformers")
+            from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+            from tests.test_pretrained import EOT, _hf_gpt2
+
+            tok = Tokenizer(models.BPE())
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            tok.decoder = decoders.ByteLevel()
+            tok.post_processor = processors.ByteLevel(trim_offsets=False)
+            trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                          special_tokens=[EOT], show_progress=False)
+            text = (ROOT / "notebooks" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:100_000]
+            tok.train_from_iterator([text], trainer=trainer)
+            tok_dir = where / "tokenizer"
+            tok_dir.mkdir()
+            tok.save(str(tok_dir / "tokenizer.json"))
+            tok.model.save(str(tok_dir))
+            block = int(argv[argv.index("--block-size") + 1]) if "--block-size" in argv else 64
+            (where / value).mkdir(parents=True)
+            _hf_gpt2(where / value, tok_dir, n_positions=block)
+
+
 def test_the_readme_shows_command_lines():
     commands = readme_commands()
     assert len(commands) >= 4 and any("gpt-char-tiny" in c for c in commands), commands
@@ -53,6 +85,7 @@ def test_a_readme_command_runs(command, tmp_path):
     (cache / "tinyshakespeare.txt").write_bytes((ROOT / "notebooks" / "data" / "tinyshakespeare.txt").read_bytes())
     env = dict(os.environ, JUPYTER_LLM_DATA=str(cache), JUPYTER_LLM_COMPILE_CACHE="0")
     argv = shrunk(shlex.split(command)[1:])
+    provide_inputs(argv, tmp_path)
     if "--coordinator" in argv:  # one process per id, joined on this machine
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
