@@ -31,6 +31,23 @@ LOGIT_ATOL = 1e-4
 EOT = "<|endoftext|>"
 
 
+def byte_level_bpe(text: str, folder: Path) -> Path:
+    """A 400-token byte-level BPE trained on `text`, saved in GPT-2's layout (tokenizer.json, vocab.json + merges.txt)
+    into `folder`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=[EOT], show_progress=False)
+    tok.train_from_iterator([text], trainer=trainer)
+    tok.save(str(folder / "tokenizer.json"))
+    tok.model.save(str(folder))
+    return folder
+
+
 def _hf_gpt2(folder: Path, tokenizer_dir: Path, *, n_positions: int, seed: int = 0, **config) -> Path:
     """A random GPT-2 saved by transformers (weights wide enough for logits of several units), with the tokenizer."""
     vocab = json.loads((tokenizer_dir / "vocab.json").read_text())
@@ -52,19 +69,7 @@ def text_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory, text_path) -> Path:
     """A 400-token byte-level BPE in GPT-2's layout: tokenizer.json and the original vocab.json + merges.txt."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=[EOT], show_progress=False)
-    tok.train_from_iterator([text_path.read_text()], trainer=trainer)
-    folder = tmp_path_factory.mktemp("tokenizer")
-    tok.save(str(folder / "tokenizer.json"))
-    tok.model.save(str(folder))  # vocab.json + merges.txt
-    return folder
+    return byte_level_bpe(text_path.read_text(), tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="module")

@@ -52,22 +52,12 @@ def provide_inputs(argv: list[str], where: Path) -> None:
             (where / value).write_text((ROOT / value).read_text(encoding="utf-8")[:200_000], encoding="utf-8")
         if arg == "--model" and value.startswith(("./", "../")) and not (where / value).exists():
             pytest.importorskip("transformers")
-            from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+            from tests.test_pretrained import _hf_gpt2, byte_level_bpe
 
-            from tests.test_pretrained import EOT, _hf_gpt2
-
-            tok = Tokenizer(models.BPE())
-            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-            tok.decoder = decoders.ByteLevel()
-            tok.post_processor = processors.ByteLevel(trim_offsets=False)
-            trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                          special_tokens=[EOT], show_progress=False)
             text = (ROOT / "notebooks" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:100_000]
-            tok.train_from_iterator([text], trainer=trainer)
             tok_dir = where / "tokenizer"
             tok_dir.mkdir()
-            tok.save(str(tok_dir / "tokenizer.json"))
-            tok.model.save(str(tok_dir))
+            byte_level_bpe(text, tok_dir)
             block = int(argv[argv.index("--block-size") + 1]) if "--block-size" in argv else 64
             (where / value).mkdir(parents=True)
             _hf_gpt2(where / value, tok_dir, n_positions=block)
