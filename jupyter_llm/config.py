@@ -21,7 +21,7 @@ from jupyter_llm.errors import ConfigError
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
 DISPLAYS = ("auto", "widget", "html", "text", "none")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("constant", "cosine", "exponential", "step", "onecycle")
 MAX_SEED = 2**63 - 1  # jax.random.key takes a C long: a larger seed ends in an OverflowError deep in the fit
 MAX_INT32 = 2**31 - 1  # counts that reach the compiled step as int32 arguments
@@ -91,8 +91,8 @@ class FitConfig:
     freeze: str | None = _opt(None, "leave these parameters untrained: comma-separated dotted paths or globs, "
                                     "e.g. wte,wpe,h.0", unset="off")
     # runtime
-    precision: str = _opt("fp32", "compute precision: fp32, or bf16 (float32 master weights; for GPUs and TPUs)",
-                          PRECISIONS)
+    precision: str = _opt("auto", "compute precision: fp32, bf16 (float32 master weights; for GPUs and TPUs), or "
+                                  "auto: bf16 for a GPT on GPUs and TPUs, fp32 otherwise", PRECISIONS)
     mesh: Any = _opt(None, "devices as a mesh, e.g. data=2,fsdp=2,model=2: data splits the batch, fsdp also shards "
                            "parameters and optimizer state, model splits layers (tensor parallel)",
                      unset="every local device on data")

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 import jupyter_llm as jl
 from jupyter_llm import events as ev
@@ -267,3 +268,18 @@ def test_bf16_compute_keeps_float32_master_weights():
     assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(run.state.opt_state) if leaf.ndim >= 1)
     with pytest.raises(ConfigError, match="precision='fp16' is not one of"):
         jl.fit(model(), DATA, precision="fp16", display="none")
+
+
+def test_auto_precision_is_bf16_only_for_a_gpt_on_an_accelerator():
+    from jupyter_llm.fitting.prepare import compute_precision
+
+    gpt = jl.models.GPT(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8, rngs=nnx.Rngs(0))
+    assert [compute_precision("auto", gpt, p) for p in ("cpu", "gpu", "tpu")] == ["fp32", "bf16", "bf16"]
+    assert [compute_precision("auto", model(), p) for p in ("cpu", "gpu")] == ["fp32", "fp32"]
+    assert compute_precision("fp32", gpt, "gpu") == "fp32" and compute_precision("bf16", model(), "cpu") == "bf16"
+    # on this CPU, auto trains a GPT in float32: the same history as fp32 asked for
+    corpus = jl.datasets.text("abcdefghij" * 40, block_size=8)
+    runs = [jl.fit(jl.models.GPT(vocab_size=corpus.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8,
+                                 rngs=nnx.Rngs(0)), corpus, steps=6, batch_size=4, precision=p, display="none")
+            for p in ("auto", "fp32")]
+    assert runs[0].history["loss"] == runs[1].history["loss"]
