@@ -42,9 +42,16 @@ def cache_dir(override=None) -> Path:
     return _resolve(override)
 
 
+GIT_BLOB_SHA1 = "git-blob-sha1"
+"""A file's git object id: SHA-1 of `blob <size>\\0` and its bytes (what a Hub announces for a small, non-LFS file)."""
+
+
 def file_hash(path, algorithm: str = "sha256") -> str:
     """Hex digest of a file, read in chunks (MNIST archives are tens of MB)."""
-    digest = hashlib.new(algorithm)
+    if algorithm == GIT_BLOB_SHA1:
+        digest = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
+    else:
+        digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
@@ -61,19 +68,19 @@ def _mismatch(path, expected: dict[str, str]) -> tuple[str, str, str] | None:
 
 
 def fetch(url_or_urls: str | Iterable[str], filename: str, sha256: str | None = None, *, md5: str | None = None,
-          unchecked: bool = False, what: str | None = None, fix: str | None = None, cache_dir=None,
-          timeout: float = TIMEOUT) -> Path:
+          git_blob_sha1: str | None = None, unchecked: bool = False, what: str | None = None, fix: str | None = None,
+          cache_dir=None, timeout: float = TIMEOUT) -> Path:
     """The path of `filename` in the cache, downloaded from the first mirror that works if not already cached.
 
     `url_or_urls` is one URL or a sequence of mirrors tried in order (`file://` works too). The file must match
-    `sha256` (preferred) or `md5`. Raises `ChecksumError` when a download does not match, `DatasetNotFound` when
-    no mirror can be reached.
+    `sha256` (preferred), `md5` or `git_blob_sha1`. Raises `ChecksumError` when a download does not match,
+    `DatasetNotFound` when no mirror can be reached.
 
     `unchecked=True` is for a file with no published checksum (an archive whose members have one): it is kept as
     downloaded, a cached copy is used as it is, and the caller checks what it holds. `what` names the file in the
     messages (default: `filename`); `fix` replaces the message's advice to place a copy in the cache by hand.
     """
-    expected = {k: v for k, v in (("sha256", sha256), ("md5", md5)) if v}
+    expected = {k: v for k, v in (("sha256", sha256), ("md5", md5), (GIT_BLOB_SHA1, git_blob_sha1)) if v}
     if not expected and not unchecked:
         raise ValueError(f"fetch({filename!r}) needs a sha256 or md5 checksum to verify the download against.")
     urls = [url_or_urls] if isinstance(url_or_urls, str) else list(url_or_urls)
@@ -125,3 +132,17 @@ def fetch(url_or_urls: str | Iterable[str], filename: str, sha256: str | None = 
                "without any network.")
     raise DatasetNotFound(f"Could not download {what}: tried {'; '.join(failures) or 'no URL'}. Check "
                           f"the network connection, or {fix}{note}")
+
+
+def write_atomically(path, text: str) -> None:
+    """`text` into `path` through a temporary file and `os.replace`: a reader never sees half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

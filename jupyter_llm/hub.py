@@ -3,8 +3,9 @@
 `hub_file("gpt2", "model.safetensors")` is the local path of that file, downloaded once into the data cache
 (`$JUPYTER_LLM_DATA`, default `~/.cache/jupyter_llm`, under `pretrained/<repo>/<commit>/`) from the pinned commit and
 checked against its SHA-256: a branch that moved, a truncated download or a tampered cache never loads silently.
-A file whose digest is not pinned here yet (`None`) is refused rather than trusted; download it yourself and load
-the folder (`GPT.from_pretrained("/path/to/folder")`), or fill in the pin.
+A file whose digest is not pinned here yet (`None`) is checked against the digest the Hub announces for the pinned
+commit (as Hugging Face's own client does), recorded on first download so later loads are checked offline; where
+no digest is announced it is refused rather than trusted.
 
 `HF_ENDPOINT` (the variable Hugging Face's own client reads) replaces `https://huggingface.co`, e.g. with a mirror;
 the checksums keep that safe.
@@ -12,15 +13,20 @@ the checksums keep that safe.
 Where the pins come from: no network reaches the machine this was written on, so they are the values published for
 these commits, each found recorded alike by several independent public projects that pin the same commit (gpt2's
 commit also in `huggingface_hub`'s documentation). Every first download is checked against them, so a wrong pin
-fails loudly with both digests. Still to fill in: gpt2-medium's and gpt2-large's file digests (their commits are
-pinned), gpt2-xl's vocab.json and merges.txt (its tokenizer is gpt2's, see `TOKENIZER_OF`).
+fails loudly with both digests. Still to pin: gpt2-medium's and gpt2-large's file digests (their commits are
+pinned; until then the Hub's announced digests check them, and the first download prints them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import http.client
+import json
 import os
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from jupyter_llm import download
@@ -52,7 +58,7 @@ CHECKPOINTS: dict[str, Checkpoint] = {
         "model.safetensors": "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707",
         **_GPT2_TOKENIZER,
     }),
-    # 355 M. Digests not found published for this commit: a maintainer fills them in (sha256sum of each file).
+    # 355 M. Digests not found published for this commit: checked against the Hub's announced ones (see above).
     "gpt2-medium": Checkpoint("openai-community/gpt2-medium", "6dcaa7a952f72f9298047fd5137cd6e4f05f41da", {
         "config.json": None,
         "model.safetensors": None,
@@ -97,11 +103,73 @@ def hub_file(name: str, filename: str, *, cache_dir=None) -> Path:
         raise PretrainedError(f"{ckpt.repo} has no pinned file {filename!r}; the pinned ones are "
                               f"{', '.join(ckpt.sha256)}.")
     digest = ckpt.sha256[filename]
-    if digest is None:
-        page = f"{DEFAULT_ENDPOINT}/{ckpt.repo}/tree/{ckpt.revision}"
-        raise PretrainedError(
-            f"The SHA-256 of {name}'s {filename} is not pinned in this version of jupyter_llm, and an unchecked "
-            f"download is never loaded. Download config.json and model.safetensors from {page} into a folder "
-            f"yourself and load that: GPT.from_pretrained('/path/to/folder').")
     folder = download.cache_dir(cache_dir) / "pretrained" / ckpt.repo.replace("/", "--") / ckpt.revision
-    return download.fetch(url(name, filename), filename, digest, what=f"{name}'s {filename}", cache_dir=folder)
+    what = f"{name}'s {filename}"
+    if digest is None:
+        return _announced_fetch(name, filename, folder, what)
+    return download.fetch(url(name, filename), filename, digest, what=what, cache_dir=folder)
+
+
+# -- files not pinned here: checked against the digest the Hub announces for the pinned commit ----------------------
+def _announced_fetch(name: str, filename: str, folder: Path, what: str) -> Path:
+    """A file whose digest is not pinned: downloaded from the pinned commit and checked against the digest the Hub
+    announces for it (an LFS file's SHA-256, a small file's git object id), which is then recorded beside the cached
+    file so every later load is checked against it, offline too. That guards against a truncated download and a
+    damaged cache, not against a Hub serving the wrong file: a pin does that, so the digest is printed to pin."""
+    record = folder / f".{filename}.digest.json"
+    if record.is_file():
+        algorithm, digest = _read_record(record)
+    else:
+        announced = announced_digest(url(name, filename))
+        if announced is None:
+            page = f"{DEFAULT_ENDPOINT}/{checkpoint(name).repo}/tree/{checkpoint(name).revision}"
+            raise PretrainedError(
+                f"The SHA-256 of {what} is not pinned in this version of jupyter_llm and the Hub announced none to "
+                f"check the download against, and an unchecked download is never loaded. Download config.json and "
+                f"model.safetensors from {page} into a folder yourself and load that: "
+                "GPT.from_pretrained('/path/to/folder').")
+        algorithm, digest = announced
+    path = download.fetch(url(name, filename), filename, what=what, cache_dir=folder,
+                          **{algorithm.replace("-", "_"): digest})
+    if not record.is_file():
+        download.write_atomically(record, json.dumps({"algorithm": algorithm, "digest": digest}))
+        print(f"jupyter_llm: {what} is not pinned in this version; it matched the {algorithm} the Hub announced "
+              f"for commit {checkpoint(name).revision[:12]}: {digest}", file=sys.stderr)
+    return path
+
+
+def _read_record(record: Path) -> tuple[str, str]:
+    try:
+        data = json.loads(record.read_text())
+        return str(data["algorithm"]), str(data["digest"])
+    except (ValueError, KeyError, TypeError, OSError):
+        raise PretrainedError(f"The recorded digest {str(record)!r} is damaged; delete it and the file beside it, "
+                              "and load again to download and check them anew.") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the Hub's own answer carries the digest; the CDN it redirects to does not
+
+
+def announced_digest(address: str, timeout: float = download.TIMEOUT) -> tuple[str, str] | None:
+    """(algorithm, hex digest) the Hub announces for the file at `address`, from a HEAD request whose redirect is
+    not followed: `X-Linked-Etag` holds an LFS file's SHA-256, `ETag` a small file's git object id (the headers
+    Hugging Face's own client reads). None when there is no such header or no answer."""
+    if not address.startswith(("http://", "https://")):
+        return None
+    request = urllib.request.Request(address, method="HEAD",
+                                     headers={"User-Agent": "jupyter_llm", "Accept-Encoding": "identity"})
+    try:
+        headers = urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout).headers
+    except urllib.error.HTTPError as exc:
+        if not 300 <= exc.code < 400:
+            return None
+        headers = exc.headers
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+        return None
+    for header, algorithm, length in (("X-Linked-Etag", "sha256", 64), ("ETag", download.GIT_BLOB_SHA1, 40)):
+        value = (headers.get(header) or "").removeprefix("W/").strip('"').lower()
+        if len(value) == length and all(c in "0123456789abcdef" for c in value):
+            return algorithm, value
+    return None

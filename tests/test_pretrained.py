@@ -285,6 +285,102 @@ def test_a_named_checkpoint_is_downloaded_once_and_checked(hf_dir, tmp_path, mon
         jl.models.GPT.from_pretrained("tiny")
 
 
+class _FakeHub:
+    """A local stand-in for the Hub: HEAD of an LFS file answers a redirect carrying `X-Linked-Etag` (its SHA-256),
+    of a small file its git object id as `ETag`; GET serves the bytes (an LFS file from the redirect's target)."""
+
+    def __init__(self, files: dict, lie: bool = False):
+        import http.server
+        import threading
+
+        from jupyter_llm.download import GIT_BLOB_SHA1, file_hash
+
+        hub_ = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, body: bool):
+                name = self.path.rsplit("/", 1)[-1]
+                path = files.get(name)
+                if path is None or not (self.path.startswith("/someone/tiny/resolve/abc123/")
+                                        or self.path.startswith("/cdn/")):
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                hub_.requests.append((self.command, self.path))
+                if name.endswith(".safetensors") and self.path.startswith("/someone/"):
+                    digest = "0" * 64 if lie else file_hash(path)
+                    self.send_response(302)
+                    self.send_header("X-Linked-Etag", f'"{digest}"')
+                    self.send_header("Location", f"/cdn/{name}")
+                    self.end_headers()
+                    return
+                data = open(path, "rb").read()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                if self.path.startswith("/someone/"):
+                    self.send_header("ETag", f'"{file_hash(path, GIT_BLOB_SHA1)}"')
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self):
+                self._answer(body=False)
+
+            def do_GET(self):
+                self._answer(body=True)
+
+            def log_message(self, *args):
+                pass
+
+        self.requests: list = []
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_unpinned_file_is_checked_against_the_digest_the_hub_announces(hf_dir, tmp_path, monkeypatch, capsys):
+    """gpt2-medium and gpt2-large are pinned to commits but not to digests: their files are checked against the
+    digests the Hub announces (LFS SHA-256, git object id), recorded, and checked again offline on later loads."""
+    from jupyter_llm.download import file_hash
+
+    monkeypatch.setitem(hub.CHECKPOINTS, "tiny", hub.Checkpoint("someone/tiny", "abc123",
+                                                                {"config.json": None, "model.safetensors": None}))
+    monkeypatch.setenv("JUPYTER_LLM_DATA", str(tmp_path / "cache"))
+    files = {name: hf_dir / name for name in ("config.json", "model.safetensors")}
+    liar = _FakeHub(files, lie=True)
+    monkeypatch.setenv(hub.ENDPOINT_VAR, liar.url)
+    try:
+        with pytest.raises(ChecksumError, match="does not match its published checksum"):
+            jl.models.GPT.from_pretrained("tiny")
+    finally:
+        liar.close()
+    fake = _FakeHub(files)
+    monkeypatch.setenv(hub.ENDPOINT_VAR, fake.url)
+    try:
+        model = jl.models.GPT.from_pretrained("tiny")
+    finally:
+        fake.close()
+    assert ("HEAD", "/someone/tiny/resolve/abc123/model.safetensors") in fake.requests
+    assert file_hash(hf_dir / "model.safetensors") in capsys.readouterr().err  # printed, to pin
+    reference = jl.models.GPT.from_pretrained(hf_dir)
+    assert all(np.array_equal(a, b) for a, b in zip(_params(model), _params(reference), strict=True))
+    again = jl.models.GPT.from_pretrained("tiny")  # the server is gone: the recorded digests check the cache
+    assert all(np.array_equal(a, b) for a, b in zip(_params(again), _params(reference), strict=True))
+    cached = tmp_path / "cache" / "pretrained" / "someone--tiny" / "abc123"
+    weights = (cached / "model.safetensors").read_bytes()
+    (cached / "model.safetensors").write_bytes(weights[:-8] + bytes(8))  # damaged: checked, refused, not loaded
+    with pytest.raises(jl.JupyterLLMError, match="Could not download tiny's model.safetensors"):
+        jl.models.GPT.from_pretrained("tiny")
+    monkeypatch.setenv(hub.ENDPOINT_VAR, (tmp_path / "nowhere").as_uri())
+    (cached / ".config.json.digest.json").unlink()
+    with pytest.raises(PretrainedError, match="the Hub announced none"):  # no digest to check against: refused
+        hub.hub_file("tiny", "config.json")
+
+
 def test_every_named_checkpoint_is_pinned_to_a_commit():
     for name, ckpt in hub.CHECKPOINTS.items():
         assert len(ckpt.revision) == 40 and int(ckpt.revision, 16) >= 0, name
