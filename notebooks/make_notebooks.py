@@ -1,11 +1,38 @@
-"""Write the example notebooks from their cells (run from the repository root: python notebooks/make_notebooks.py).
+"""Write the example notebooks from their cells and execute them, so the committed files are reports that GitHub
+and nbviewer show with their results (run from the repository root: python notebooks/make_notebooks.py).
 
-The .ipynb files are what users open; this script is their reviewable source. Outputs come from executing them.
+The .ipynb files are what users open; this script is their reviewable source. `--no-execute` writes the cells only;
+`--only NAME` does one notebook. Execution runs the full recipes (JUPYTER_LLM_SMOKE unset) in a fresh kernel each
+and keeps the widget state, so the live display's last frame and the static report are both saved. CI re-executes
+the notebooks in their short form (notebooks/conftest.py); tests/test_notebook_sources.py checks that the committed
+cells are what this script writes.
+
+The install source — the repository the Colab install cell and the badges name — is one setting, the Repository URL
+in pyproject.toml's [project.urls], read here and checked against the README by the same test.
 """
+
+import argparse
+import os
+import pathlib
+import re
+import sys
 
 import nbformat as nbf
 
-REPO = "jupyter-llm/jupyter_llm"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def repository() -> str:
+    """'owner/name' of the GitHub repository in pyproject.toml's [project.urls] Repository."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    found = re.search(r'^Repository\s*=\s*"https://github\.com/([^"/]+/[^"/]+?)/?"', text, re.M)
+    if found is None:
+        sys.exit("pyproject.toml needs [project.urls] Repository = \"https://github.com/OWNER/NAME\"")
+    return found.group(1)
+
+
+REPO = repository()
+NOTEBOOKS: dict = {}  # name -> notebook, in the order written
 
 
 def badges(name: str) -> str:
@@ -28,8 +55,38 @@ def notebook(name, cells):
     for i, cell in enumerate(cells):
         cell.id = f"{name}-{i:02d}"[-64:]  # stable ids: regenerating a notebook changes only what changed
     nb.cells = cells
-    nbf.write(nb, f"notebooks/{name}.ipynb")
-    print(f"wrote notebooks/{name}.ipynb")
+    NOTEBOOKS[name] = nb
+
+
+def execute(nb, name: str) -> None:
+    """Run `nb` top to bottom in a fresh kernel from the notebooks folder, with the full recipes."""
+    from nbclient import NotebookClient
+
+    env = {k: v for k, v in os.environ.items() if k != "JUPYTER_LLM_SMOKE"}
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        NotebookClient(nb, timeout=3600, kernel_name="python3", record_timing=False, store_widget_state=True,
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-execute", action="store_true", help="write the cells without running them")
+    parser.add_argument("--only", action="append", help="only this notebook (repeatable)")
+    args = parser.parse_args(argv)
+    for name, nb in NOTEBOOKS.items():
+        if args.only and name not in args.only:
+            continue
+        if not args.no_execute:
+            print(f"executing {name} ...", flush=True)
+            execute(nb, name)
+        nbf.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
+        print(f"wrote notebooks/{name}.ipynb")
 
 
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
@@ -87,19 +144,12 @@ notebook("char_gpt", [
 
 notebook("quickstart", [
     md(
-        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-        f"(https://colab.research.google.com/github/{REPO}/blob/main/notebooks/quickstart.ipynb) "
-        f"[![Binder](https://mybinder.org/badge_logo.svg)]"
-        f"(https://mybinder.org/v2/gh/{REPO}/main?labpath=notebooks%2Fquickstart.ipynb)\n\n"
+        badges("quickstart") +
         "# Quick start: an MLP on handwritten digits in one cell\n\n"
         "The first example of every course — a multi-layer perceptron with one hidden layer of 128 ReLU units and a "
         "10-way softmax, trained with Adam (learning rate 1e-3, batch 32) and 20 % of the training set held out for "
         "validation — on the 8×8 digits that ship with the package (1,797 images, so nothing is downloaded)."),
-    code(
-        "# On Colab, install the package first (JAX is already there; it is not reinstalled).\n"
-        "import sys\n"
-        "if \"google.colab\" in sys.modules:\n"
-        f"    %pip install -q \"jupyter_llm @ git+https://github.com/{REPO}\""),
+    code(INSTALL),
     code("%load_ext jupyter_llm"),
     md(
         "One `%%train` cell: its body is ordinary Python that defines `model` and `data`; the options on the first "
@@ -311,3 +361,7 @@ notebook("scaling", [
          "print(w.sharding.spec, sorted({s.data.shape for s in w.addressable_shards}))"),
     code("%generate --tokens 120 --temperature 0.8 --run sharded ROMEO:"),
 ])
+
+
+if __name__ == "__main__":
+    main()
