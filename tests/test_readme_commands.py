@@ -1,6 +1,7 @@
-"""Every command line the README shows runs, as written but shrunk (`--epochs 1`, `--steps 20`), so the README
-cannot drift from the code. The tiny-shakespeare download is served from the copy in notebooks/data through the
-data cache (nothing is downloaded); a multi-process command runs as its two processes on this machine."""
+"""Every command line the README and the guide (docs/*.md) show runs, as written but shrunk (`--epochs 1`,
+`--steps 20`), so neither can drift from the code. The tiny-shakespeare download is served from the copy in
+notebooks/data through the data cache (nothing is downloaded); a multi-process command runs as its two processes on
+this machine."""
 
 import os
 import re
@@ -16,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text(encoding="utf-8") for page in pages)
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.splitlines():
@@ -24,7 +26,7 @@ def readme_commands() -> list[str]:
                 part = part.strip()
                 if part.startswith("python -m jupyter_llm"):
                     commands.append(part)
-    return commands
+    return list(dict.fromkeys(commands))  # a command shown twice runs once
 
 
 def shrunk(argv: list[str]) -> list[str]:
