@@ -53,21 +53,48 @@ class Saver:
         return saver
 
     def save(self, state, position: Position) -> None:
-        dataset = self.prepared.dataset
-        tokenizer = getattr(dataset, "tokenizer", None) or getattr(dataset, "meta", {}).get("tokenizer")
-        meta = {
-            "position": position.to_dict(),
-            "history": self.history.history,
-            "log": self.history.log,
-            "config": self.prepared.config.to_dict(),
-            "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
-            "versions": _versions(),
-        }
-        json.dumps(meta)  # fail here, in the caller, if anything is not plain JSON
+        p = self.prepared
+        meta = saved_meta(position, self.history.history, self.history.log, p.config, p.model, p.loss_name,
+                          data_tokenizer(p.dataset), data_origin(p.dataset))
         self.checkpointer.save(position.step, state, meta)
 
     def close(self) -> None:
         self.checkpointer.close()
+
+
+def saved_meta(position: Position, history: dict, log: list, config, model, loss_name: str, tokenizer, data: dict,
+               **more) -> dict:
+    """The JSON a checkpoint (and `run.save`) keeps beside the arrays: where the fit stood, its history, its
+    configuration and tokenizer — enough to resume it — and the model's architecture, its loss and where its data
+    came from (`data_origin`) — enough for `jl.load` to make the Run again."""
+    from jupyter_llm.models.architecture import describe
+
+    meta = {
+        "position": position.to_dict(),
+        "history": history,
+        "log": log,
+        "config": config.to_dict(),
+        "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
+        "versions": _versions(),
+        "model": describe(model),
+        "loss": loss_name,
+        "data": data,
+        **more,
+    }
+    json.dumps(meta)  # fail here, in the caller, if anything is not plain JSON
+    return meta
+
+
+def data_tokenizer(dataset):
+    """The tokenizer of a text corpus or of labelled texts (None for arrays)."""
+    return getattr(dataset, "tokenizer", None) or getattr(dataset, "meta", {}).get("tokenizer")
+
+
+def data_origin(dataset) -> dict:
+    """What a saved run records of its data: its name, the built-in name it was loaded as, or the file it was read
+    from (the data itself is not saved)."""
+    meta = getattr(dataset, "meta", {})
+    return {"name": getattr(dataset, "name", None), "loaded_as": meta.get("loaded_as"), "path": meta.get("path")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,13 +130,22 @@ def resume_point(config, prepared):
         raise ConfigError("This config's resume= is a note of the Run it continued, not the Run: pass the Run itself "
                           "(resume=run) or a checkpoint directory.")
     if isinstance(source, Run):
+        what = "the earlier run" if source.loaded_from is None else f"the run loaded from {source.loaded_from}"
         if source.state is None or source.position is None:
             raise ConfigError("That run has no state to resume from (it failed before its first step).")
-        _check_settings(source.config.to_dict(), config, "the earlier run")
-        _check_same_structure(like, source.state, "the earlier run")
-        position = _check_dispatches(Position.from_dict(source.position.to_dict()), prepared, "the earlier run")
-        _check_not_past_end(position, prepared, "the earlier run")
-        state = prepared.layout.put_state(fresh_copy(source.state))  # the earlier Run stays usable
+        _check_settings(source.config.to_dict(), config, what)
+        saved = source.state
+        if isinstance(saved, dict):  # a loaded run: its arrays by name, placed into this fit's state
+            from jupyter_llm.train.checkpoint import CheckpointError, fill
+
+            try:
+                saved = fill(like, saved, what[0].upper() + what[1:])
+            except CheckpointError as exc:
+                raise ConfigError(f"Cannot resume: {exc} Resume with the same model and optimizer.") from None
+        _check_same_structure(like, saved, what)
+        position = _check_dispatches(Position.from_dict(source.position.to_dict()), prepared, what)
+        _check_not_past_end(position, prepared, what)
+        state = prepared.layout.put_state(fresh_copy(saved))  # the earlier Run stays usable
         return state, position, (source.history, source.log)
     directory = config.checkpoint if source is True else source
     if directory is None:
