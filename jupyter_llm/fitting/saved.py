@@ -183,10 +183,11 @@ def _model_for(description, template, config, where: str) -> nnx.Module:
         raise ConfigError(f"The run in {where} does not record its model's architecture (a checkpoint of an earlier "
                           "version): pass the model, an instance built like the saved one, as "
                           "jl.load(folder, model=...).")
-    raise ConfigError(f"The run in {where} was trained on a model of your own, {description.get('class')}, which "
-                      "cannot be built from the folder (only its weights are saved, never code): build one with the "
-                      "same layers and sizes and pass it, jl.load(folder, model=YourModel(...)); its weights are "
-                      "replaced by the saved ones.")
+    name = str(description.get("class"))
+    raise ConfigError(f"The run in {where} was trained on a model of your own, {name}, which cannot be built from "
+                      "the folder (only its weights are saved, never code): build one with the same layers and sizes "
+                      f"and pass it, jl.load(folder, model={name.rsplit('.', 1)[-1]}(...)); its weights are replaced "
+                      "by the saved ones.")
 
 
 def _layout(config):

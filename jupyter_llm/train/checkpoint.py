@@ -579,7 +579,8 @@ def read(directory, step: int | None = None, check=None) -> tuple[dict, dict, in
     path = Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
     if not path.is_dir():
         why = "it is a file" if path.exists() else "there is no such folder"
-        raise CheckpointError(f"Cannot load {path}: {why}. Give the folder run.save() or --checkpoint wrote.")
+        raise CheckpointError(f"Cannot load {path}: {why}. Give the folder that run.save(folder) or a fit's "
+                              "--checkpoint DIR wrote.")
     try:
         steps = sorted(checkpoint_dir.scan(path).steps)
     except OSError as exc:
