@@ -94,7 +94,8 @@ def data_origin(dataset) -> dict:
     """What a saved run records of its data: its name, the built-in name it was loaded as, or the file it was read
     from (the data itself is not saved)."""
     meta = getattr(dataset, "meta", {})
-    return {"name": getattr(dataset, "name", None), "loaded_as": meta.get("loaded_as"), "path": meta.get("path")}
+    return {"name": getattr(dataset, "name", None), "loaded_as": meta.get("loaded_as"), "path": meta.get("path"),
+            "max_len": meta.get("max_len")}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -99,6 +99,11 @@ class Run:
         return dict(self._sink.end.memory) if self._sink.end and self._sink.end.memory else None
 
     @property
+    def splits(self) -> tuple[str, ...]:
+        """The names of the splits `evaluate` takes (none for a run loaded without its data)."""
+        return tuple(self._source.evaluable)
+
+    @property
     def elapsed(self) -> float:
         return self._sink.end.elapsed if self._sink.end else 0.0
 

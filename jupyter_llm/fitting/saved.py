@@ -110,7 +110,8 @@ def load(directory, *, model: nnx.Module | None = None, data=None, step: int | N
         dataset, source = None, NoData(_layout(config), where, meta.get("data") or {})
         chunks = _chunks_without_data(model, config, loss_name, source.layout, where)
     else:
-        dataset, source, chunks, loss_name = _with_data(model, config, data, tokenizer, loss_name, where)
+        dataset, source, chunks, loss_name = _with_data(model, config, data, tokenizer, loss_name,
+                                                        meta.get("data") or {}, where)
     from jupyter_llm import events as ev
     from jupyter_llm.sinks.history import HistorySink
 
@@ -120,6 +121,16 @@ def load(directory, *, model: nnx.Module | None = None, data=None, step: int | N
                          compile_seconds=0.0, history=history.history, test_metrics=meta.get("test_metrics")))
     return Run(model=model, config=config, dataset=dataset, source=source, history_sink=history, chunks=chunks,
                loss_name=loss_name, state=arrays, position=position, loaded_from=where, tokenizer=tokenizer)
+
+
+def trained_on(directory) -> str | None:
+    """The data a saved run records it was trained on, as `load(data=...)` takes it: a built-in name, or the file it
+    was read from while that file exists (None when it recorded neither)."""
+    origin = (ckpt.newest_meta(directory) or {}).get("data") or {}
+    if origin.get("loaded_as"):
+        return origin["loaded_as"]
+    path = origin.get("path")
+    return path if path and os.path.isfile(path) else None
 
 
 def _check_saved(arrays: dict, meta: dict) -> None:
@@ -242,7 +253,23 @@ def _state_like(params, rest, optimizer):
     return init_state(params, rest, optimizer, copy=False)
 
 
-def _with_data(model, config, data, tokenizer, loss_name, where: str):
+def _read_with(path: str, tokenizer, model, config, origin: dict, where: str):
+    """A text file (a corpus) or a labelled-text file, tokenized with the run's own tokenizer."""
+    from jupyter_llm.data.labelled_files import LABELLED_SUFFIXES
+
+    if tokenizer is None:
+        raise DataError(f"data={path!r} is a text file, but the run in {where} was not trained on text. Pass the "
+                        "data it was trained on: a built-in name, arrays or a Dataset.")
+    if path.lower().endswith(LABELLED_SUFFIXES):
+        from jupyter_llm.data.classification import text_classification
+
+        return text_classification(path, tokenizer=tokenizer, max_len=origin.get("max_len") or _block_size(model))
+    from jupyter_llm.data.text import text
+
+    return text(path, tokenizer=tokenizer, block_size=config.block_size or _block_size(model))
+
+
+def _with_data(model, config, data, tokenizer, loss_name, origin: dict, where: str):
     """(dataset, source, chunks, loss name) of a run loaded with data: the data checked against the model as a fit
     checks it, its splits ready to evaluate (placed on the device only when evaluated)."""
     from jupyter_llm.fitting.prepare import PreparedFit
@@ -253,12 +280,7 @@ def _with_data(model, config, data, tokenizer, loss_name, where: str):
         raise ConfigError(f"The run in {where} was trained with a loss function of your own, which is not saved, so "
                           "it cannot evaluate data. Load it without data= for run.predict and run.generate.")
     if isinstance(data, (str, os.PathLike)) and os.path.isfile(os.path.expanduser(os.fspath(data))):
-        if tokenizer is None:
-            raise DataError(f"data={os.fspath(data)!r} is a text file, but the run in {where} was not trained on "
-                            "text. Pass the data it was trained on: a built-in name, arrays or a Dataset.")
-        from jupyter_llm.data.text import text
-
-        data = text(os.fspath(data), tokenizer=tokenizer, block_size=config.block_size or _block_size(model))
+        data = _read_with(os.path.expanduser(os.fspath(data)), tokenizer, model, config, origin, where)
     eval_config = _evaluation_config(config, loss_name)
     dataset = dataset_for(data, eval_config)
     given = data_tokenizer(dataset)

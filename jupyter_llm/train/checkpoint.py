@@ -616,6 +616,20 @@ def read(directory, step: int | None = None, check=None) -> tuple[dict, dict, in
     raise CheckpointError(f"No intact saved step in {path}: {_each_step(problems)}.")
 
 
+def newest_meta(directory) -> dict | None:
+    """The meta of the newest step of `directory` whose files look intact (no array is read), or None."""
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
+    try:
+        steps = sorted(checkpoint_dir.scan(path).steps, reverse=True) if path.is_dir() else []
+    except OSError:
+        return None
+    for s in steps:
+        info, reason = _read_step(path / str(s))
+        if reason is None:
+            return info["meta"]
+    return None
+
+
 def _read_arrays(orbax, folder: Path) -> tuple[dict, dict]:
     ocp = _ocp()
     info, reason = _read_step(folder)
