@@ -209,7 +209,7 @@ def _generate_parser():
 
 
 def _generate_command(argv: list[str]) -> int:
-    from jupyter_llm.fitting.saved import load
+    from jupyter_llm.fitting.load import load
 
     given = vars(_generate_parser().parse_args(argv))
     opts = {o.name: given.get(o.name, o.default) for o in _generate_options()}
@@ -248,7 +248,7 @@ def _evaluate_parser():
 
 
 def _evaluate_command(argv: list[str]) -> int:
-    from jupyter_llm.fitting.saved import load, trained_on
+    from jupyter_llm.fitting.load import load, trained_on
 
     args = vars(_evaluate_parser().parse_args(argv))
     folder, data, split = args["folder"], args.get("data"), args.get("split")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import contextvars
+import dataclasses
 import difflib
 import functools
 import re

@@ -8,27 +8,16 @@ resumed fit produces the same history as one that was never interrupted.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from importlib import metadata
 
 import jax
 
 from jupyter_llm.errors import ConfigError
+from jupyter_llm.fitting.save import data_origin, data_tokenizer, saved_meta
 from jupyter_llm.train.loop import Position
 from jupyter_llm.train.state import fresh_copy, init_state
 
 _RESUME_MUST_MATCH = ("batch_size", "seed", "accumulate", "block_size", "lora", "lora_alpha", "lora_targets", "freeze")
-
-
-def _versions() -> dict:
-    out = {}
-    for pkg in ("jax", "flax", "optax", "jupyter_llm"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 class Saver:
@@ -60,42 +49,6 @@ class Saver:
 
     def close(self) -> None:
         self.checkpointer.close()
-
-
-def saved_meta(position: Position, history: dict, log: list, config, model, loss_name: str, tokenizer, data: dict,
-               **more) -> dict:
-    """The JSON a checkpoint (and `run.save`) keeps beside the arrays: where the fit stood, its history, its
-    configuration and tokenizer — enough to resume it — and the model's architecture, its loss and where its data
-    came from (`data_origin`) — enough for `jl.load` to make the Run again."""
-    from jupyter_llm.models.architecture import describe
-
-    meta = {
-        "position": position.to_dict(),
-        "history": history,
-        "log": log,
-        "config": config.to_dict(),
-        "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
-        "versions": _versions(),
-        "model": describe(model),
-        "loss": loss_name,
-        "data": data,
-        **more,
-    }
-    json.dumps(meta)  # fail here, in the caller, if anything is not plain JSON
-    return meta
-
-
-def data_tokenizer(dataset):
-    """The tokenizer of a text corpus or of labelled texts (None for arrays)."""
-    return getattr(dataset, "tokenizer", None) or getattr(dataset, "meta", {}).get("tokenizer")
-
-
-def data_origin(dataset) -> dict:
-    """What a saved run records of its data: its name, the built-in name it was loaded as, or the file it was read
-    from (the data itself is not saved)."""
-    meta = getattr(dataset, "meta", {})
-    return {"name": getattr(dataset, "name", None), "loaded_as": meta.get("loaded_as"), "path": meta.get("path"),
-            "max_len": meta.get("max_len")}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -231,7 +231,7 @@ class Run:
         configuration, tokenizer, the model's architecture; Orbax arrays and JSON, never pickle), atomically:
         `jl.load(directory)` makes the Run again, and `--resume directory` continues the fit. The folder must be
         new, empty, or hold only this library's checkpoints of this run (older steps are kept). Returns its path."""
-        from jupyter_llm.fitting.saved import save_run
+        from jupyter_llm.fitting.save import save_run
 
         return save_run(self, directory)
 

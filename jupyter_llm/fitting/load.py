@@ -1,5 +1,5 @@
-"""`run.save(folder)` and `jl.load(folder)`: a Run written as a checkpoint, and a Run made again from any checkpoint
-this library wrote (`run.save`, or a fit's `--checkpoint DIR`).
+"""`jl.load(folder)`: a Run made again from any checkpoint this library wrote (`run.save`, `fitting/save.py`, or a
+fit's `--checkpoint DIR`).
 
 One format for both: a step folder of Orbax arrays (the whole train state: weights, optimizer moments, step, RNG
 streams) and JSON (position, history, configuration, tokenizer, and the model's architecture — `models/
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -21,61 +20,15 @@ from flax import nnx
 
 from jupyter_llm.config import LOSSES, OPTIMIZERS, FitConfig, config_fields
 from jupyter_llm.errors import ConfigError, DataError, ModelError
-from jupyter_llm.fitting.resume import (_history_problem, _position_problem, data_origin, data_tokenizer,
-                                        saved_meta)
+from jupyter_llm.fitting.resume import _history_problem, _position_problem
 from jupyter_llm.fitting.run import NoData, Run
+from jupyter_llm.fitting.save import data_tokenizer, weights_of
 from jupyter_llm.options import in_callers_idiom
 from jupyter_llm.train import checkpoint as ckpt
 from jupyter_llm.train.loop import Position
 from jupyter_llm.train.state import split_model, trainable_for
 
 LOADED = "checkpoint"  # the reason of a run loaded from a checkpoint a fit wrote on its way (not from run.save)
-
-
-# -- saving ------------------------------------------------------------------------------------------------------
-def save_run(run: Run, directory) -> str:
-    if run.state is None or run.position is None:
-        raise ConfigError("This run has nothing to save: its fit failed before its first step.")
-    params, rest = _weights_of(run.model, run.config)
-    if isinstance(run.state, dict):  # a loaded run: its saved arrays, with the model's weights as they are now
-        arrays = dict(run.state)
-        arrays.update(_by_name({"params": params, "rest": rest}))
-        tree = ckpt.nested(arrays)
-    else:
-        if any(getattr(a, "is_deleted", lambda: False)() for a in jax.tree.leaves(run.state)):
-            raise ConfigError("This run's train state is gone (its fit ended in an error while the state was on the "
-                              "device); its model can still be saved with --checkpoint in a new fit.")
-        tree = run.state._replace(params=params, rest=rest)  # the model's weights: --keep-best's, if it kept them
-    origin = run._source.origin if isinstance(run._source, NoData) else data_origin(run.dataset)
-    meta = saved_meta(run.position, run.history, run.log, run.config, run.model, run.loss_name, run.tokenizer,
-                      origin, reason=run.reason, test_metrics=run.test_metrics, saved_by="run.save")
-    step = run.position.step
-    with ckpt.Checkpointer(directory, keep=None, asynchronous=False) as checkpointer:
-        path = str(checkpointer.directory)
-        newest = checkpointer.latest_step()
-        own = {_same_path(p) for p in (run.config.checkpoint, run.loaded_from) if p}
-        if newest is not None and (_same_path(path) not in own or newest > step):
-            raise ConfigError(f"{path} already holds a saved run (step {newest}); run.save writes into a new or empty "
-                              "folder (or the run's own --checkpoint folder). Choose another folder.")
-        with warnings.catch_warnings():  # this run's own last checkpoint, replaced by the same step
-            warnings.filterwarnings("ignore", category=ckpt.CheckpointWarning)
-            checkpointer.save(step, tree, meta)
-    return path
-
-
-def _same_path(path) -> str:
-    return os.path.realpath(os.path.expanduser(os.fspath(path)))
-
-
-def _weights_of(model, config):
-    _, params, rest = split_model(model, train=True, trainable=trainable_for(config))
-    return params, rest
-
-
-def _by_name(tree) -> dict:
-    """A tree's leaves by the names `Checkpointer.save` gives them."""
-    path_leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(name): leaf for name, (_, leaf) in zip(ckpt._names(path_leaves), path_leaves)}
 
 
 # -- loading -----------------------------------------------------------------------------------------------------
@@ -93,7 +46,7 @@ def load(directory, *, model: nnx.Module | None = None, data=None, step: int | N
     where = os.path.abspath(os.path.expanduser(os.fspath(directory)))
     config = _config_from(meta.get("config") or {}, where)
     template, model = model, _model_for(meta.get("model"), model, config, where)
-    params, rest = _weights_of(model, config)
+    params, rest = weights_of(model, config)
     try:
         filled = ckpt.fill({"params": params, "rest": rest}, arrays, f"The run in {where}")
     except ckpt.CheckpointError as exc:
