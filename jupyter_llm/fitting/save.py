@@ -17,6 +17,7 @@ from importlib import metadata
 import jax
 
 from jupyter_llm.errors import ConfigError
+from jupyter_llm.options import in_callers_idiom
 from jupyter_llm.train import checkpoint as ckpt
 from jupyter_llm.train.loop import Position
 from jupyter_llm.train.state import split_model, trainable_for
@@ -69,6 +70,7 @@ def data_origin(dataset) -> dict:
 
 
 # -- run.save -----------------------------------------------------------------------------------------------------
+@in_callers_idiom
 def save_run(run, directory) -> str:
     """Write `run` (a fitted or loaded Run) into `directory`; returns its path."""
     if run.state is None or run.position is None:
