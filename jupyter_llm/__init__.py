@@ -14,6 +14,7 @@ _LAZY = {
     "fit": ("jupyter_llm.fitting.orchestrate", "fit"),
     "Run": ("jupyter_llm.fitting.run", "Run"),
     "lr_find": ("jupyter_llm.fitting.lr_find", "lr_find"),
+    "load": ("jupyter_llm.fitting.load", "load"),
     "FitConfig": ("jupyter_llm.config", "FitConfig"),
     "models": ("jupyter_llm.models", None),
     "datasets": ("jupyter_llm.datasets", None),

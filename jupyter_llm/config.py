@@ -29,8 +29,10 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)  # training computes in float32: b
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # and below this (the smallest normal float32) it becomes 0
 
 
-def _opt(default, help, choices=None, cli=True, **extra):
-    return field(default=default, metadata={"help": help, "choices": choices, "cli": cli, **extra})
+def _opt(default, help, choices=None, **extra):
+    """A field with its help text; `cli_help` words it for the command line where the help speaks of Python
+    objects or the notebook."""
+    return field(default=default, metadata={"help": help, "choices": choices, **extra})
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class FitConfig:
     # optimizer and learning rate
     lr: float = _opt(1e-3, "learning rate (the peak of a schedule)")
     optimizer: Any = _opt("adam", "optimizer name, or an optax GradientTransformation (a namespace name in the magic)",
-                          OPTIMIZERS)
+                          OPTIMIZERS, cli_help="optimizer: sgd, momentum, adam or adamw")
     momentum: float = _opt(0.9, "momentum of the 'momentum' optimizer (and beta1 of adam/adamw)")
     beta2: float = _opt(0.999, "second-moment decay of adam/adamw (nanoGPT's small-batch recipes use 0.99)")
     weight_decay: float = _opt(0.0, "decoupled weight decay for adamw, L2 penalty for the others")
@@ -60,7 +62,7 @@ class FitConfig:
     skip_nonfinite: int = _opt(0, "skip up to N updates with a non-finite loss or gradient before stopping")
     # loss and evaluation
     loss: Any = _opt(None, "loss name or callable(outputs, labels) -> per-example loss; default from the labels",
-                     LOSSES)
+                     LOSSES, cli_help="loss: cross_entropy, mse or binary_cross_entropy; default from the labels")
     label_smoothing: float = _opt(0.0, "label smoothing for cross-entropy")
     val_split: float = _opt(0.0, "fraction of train held out for validation when the data has no validation split")
     eval_every: int | None = _opt(None, "evaluate every N steps", unset="at the end of each epoch")
@@ -77,7 +79,8 @@ class FitConfig:
     save_every: int | None = _opt(None, "checkpoint every N steps", unset="at each evaluation")
     keep: int = _opt(3, "checkpoints to keep")
     resume: Any = _opt(None, "continue from the newest checkpoint in DIR (or --checkpoint), or from a Run",
-                       unset="off", nargs="?")
+                       unset="off", nargs="?", cli_help="continue from the newest checkpoint in DIR (or in "
+                       "--checkpoint), or from a folder run.save wrote")
     logdir: str | None = _opt(None, "write TensorBoard scalars and the history (JSON, CSV) here", unset="off")
     profile: int | None = _opt(None, "record a JAX profiler trace of N steps into --logdir", unset="off")
     # fine-tuning: what trains (default: every parameter)

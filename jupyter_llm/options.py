@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
+import dataclasses
 import difflib
 import functools
 import re
@@ -29,6 +30,7 @@ class Option:
     fit_option: bool = True  # False: magic-only (names in the notebook namespace)
     unset: str = "auto"  # how a None default reads in help
     nargs: str | None = None  # "?": the flag may stand alone (e.g. --resume)
+    cli_help: str | None = None  # the help as the command line words it (None: the same)
 
     @property
     def flag(self) -> str:
@@ -55,17 +57,35 @@ def _python_type(annotation: str) -> type:
     return {"int": int, "float": float, "bool": bool}.get(base, str)
 
 
+# The command line's own: --model and --data name built-in models and data or files, not notebook objects; the
+# notebook's --out, --cluster and --background have no meaning there.
+CLI_OPTIONS = (
+    Option("model", str, None, "a built-in model: mlp or cnn (arrays), gpt-char-tiny, gpt-mini or gpt2-small (text), "
+           "text-classifier (labelled texts); or a pretrained GPT-2: gpt2 or a Hugging Face folder",
+           fit_option=False, unset="required"),
+    Option("data", str, None, "a built-in dataset (digits, mnist, fashion_mnist, tinyshakespeare, sentiment), a text "
+           "file (a language model's corpus) or a .csv, .tsv or .jsonl file of labelled texts", fit_option=False,
+           unset="required"),
+)
+
+
 def fit_options() -> tuple[Option, ...]:
     out = []
     for f in config_fields():
         default = f.default if f.default is not MISSING else None
         out.append(Option(f.name, _python_type(str(f.type)), default, f.metadata["help"], f.metadata.get("choices"),
-                          unset=f.metadata.get("unset", "auto"), nargs=f.metadata.get("nargs")))
+                          unset=f.metadata.get("unset", "auto"), nargs=f.metadata.get("nargs"),
+                          cli_help=f.metadata.get("cli_help")))
     return tuple(out)
 
 
 def all_options() -> tuple[Option, ...]:
     return MAGIC_OPTIONS + fit_options()
+
+
+def command_line_options() -> tuple[Option, ...]:
+    """The train command's options, each worded for a shell."""
+    return CLI_OPTIONS + tuple(dataclasses.replace(o, help=o.cli_help or o.help) for o in fit_options())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,15 +100,16 @@ class _Parser(argparse.ArgumentParser):
                 if word.startswith("-") and close:
                     hint = f" Did you mean {close[0]}?"
                     break
-        raise ConfigError(f"{message}.{hint} See {self.prog}? for the options.")
+        see = f"{self.prog}?" if self.prog.startswith("%") else f"{self.prog} --help"  # a magic's help, a shell's
+        raise ConfigError(f"{message}.{hint} See {see} for the options.")
 
     def exit(self, status=0, message=None):  # --help inside a magic line
         raise ConfigError(self.format_help())
 
 
-def build_parser(prog: str = "%%train", options=None) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, add_help=False, allow_abbrev=False,
-                     description="Train a Flax NNX model. Every option is also a keyword of jupyter_llm.fit.")
+def build_parser(prog: str = "%%train", options=None, description: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, add_help=False, allow_abbrev=False, description=description or
+                     "Train a Flax NNX model. Every option is also a keyword of jupyter_llm.fit.")
     for opt in options or all_options():
         default_text = opt.unset if opt.default is None else opt.default
         if opt.type is bool:

@@ -4,12 +4,14 @@ the same history for the same seed."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from flax import nnx
 
 import jupyter_llm as jl
 from jupyter_llm import cli
 
+ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--model", "mlp", "--data", "digits", "--epochs", "2", "--val-split", "0.2", "--seed", "1"]
 
 
@@ -50,3 +52,40 @@ def test_all_entry_points_agree(ipython):
     fit_history = jl.fit(model, "digits", epochs=2, val_split=0.2, seed=1, display="none").history
     cli_history = cli.train(ARGS + ["--display", "none"]).history
     assert cell_history == line_history == fit_history == cli_history
+
+
+def test_the_usage_and_train_help_speak_to_a_shell(capsys):
+    from jupyter_llm.models.gpt import PRESETS
+
+    assert cli.main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    assert set(cli.GPT_PRESETS) == set(PRESETS) and all(p in usage for p in PRESETS)
+    assert "generate FOLDER" in usage and "evaluate FOLDER" in usage
+    assert cli.main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for notebook_only in ("--out", "--cluster", "--background", "namespace", "notebook", "a Run"):
+        assert notebook_only not in text, notebook_only
+    assert "--tokenizer" in text and "gpt-char-tiny" in text and "optimizer: sgd, momentum, adam or adamw" in text
+
+
+def test_generate_and_evaluate_a_saved_run(tmp_path, capsys):
+    corpus = tmp_path / "poem.txt"
+    corpus.write_text((ROOT / "notebooks" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000])
+    folder = str(tmp_path / "ckpt")
+    assert cli.main(["train", "--model", "gpt-char-tiny", "--data", str(corpus), "--steps", "4", "--batch-size", "2",
+                     "--block-size", "16", "--eval-batches", "2", "--checkpoint", folder, "--display", "none"]) == 0
+    capsys.readouterr()
+    assert cli.main(["generate", folder, "ROMEO:", "--tokens", "12", "--seed", "2"]) == 0
+    printed = capsys.readouterr().out
+    run = jl.load(folder)
+    assert printed == "ROMEO:" + run.generate("ROMEO:", 12, temperature=0.8, seed=2) + "\n"
+    assert cli.main(["evaluate", folder]) == 0  # the text file it was trained on, read again
+    shown = json.loads(capsys.readouterr().out)
+    expected = jl.load(folder, data=str(corpus)).evaluate("validation")
+    assert shown == {"split": "validation", **{k: round(v, 6) for k, v in expected.items()}}
+    for argv, message in ((["evaluate", str(tmp_path / "none")], "error: Cannot load"),
+                          (["evaluate", folder, "--data", str(tmp_path)], "is a folder"),
+                          (["generate", folder, "--tokenz", "3"], "Did you mean --tokens?")):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err

@@ -39,6 +39,28 @@ def test_empty_body_and_line_magic_train_the_namespace(ipython):
     assert ipython.user_ns["second"].step == ipython.user_ns["run"].step
 
 
+def test_a_cell_of_options_alone_is_the_line_magic(ipython):
+    ipython.run_cell(BODY)
+    result = ipython.run_cell("%%train --epochs 1 --display none --out alone")  # IPython refuses an empty cell magic
+    assert result.success, result.error_in_exec
+    assert ipython.user_ns["alone"].step > 0 and ipython.user_ns["alone"].model is ipython.user_ns["model"]
+
+
+def test_resume_names_a_run_in_the_notebook(ipython):
+    from IPython.core.error import UsageError
+
+    line = "--display none --val-split 0.2"
+    assert ipython.run_cell(f"%%train --epochs 2 {line} --out whole\n{BODY}").success
+    assert ipython.run_cell(f"%%train --epochs 1 {line} --out run2\n{BODY}").success
+    result = ipython.run_cell(f"%%train --epochs 2 {line} --resume run2 --out run3\n{BODY}")  # a fresh model
+    assert result.success, result.error_in_exec
+    assert ipython.user_ns["run3"].history == ipython.user_ns["whole"].history  # as if never interrupted
+    ipython.run_cell("x = 5")
+    result = ipython.run_cell(f"%train --epochs 3 {line} --resume x")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "--resume x names an int in the notebook, not a Run" in str(result.error_in_exec)
+
+
 def test_custom_names_and_optimizer_object_from_namespace(ipython):
     ipython.run_cell("import optax\nnet = jl.models.MLP(in_features=64, hidden=[16], num_classes=10, "
                      "rngs=nnx.Rngs(1))\ntx = optax.sgd(0.1)")

@@ -3,6 +3,7 @@
 notebooks/data through the data cache (nothing is downloaded); a multi-process command runs as its two processes on
 this machine."""
 
+import json
 import os
 import re
 import shlex
@@ -78,6 +79,13 @@ def test_a_readme_command_runs(command, tmp_path):
     env = dict(os.environ, JUPYTER_LLM_DATA=str(cache), JUPYTER_LLM_COMPILE_CACHE="0")
     argv = shrunk(shlex.split(command)[1:])
     provide_inputs(argv, tmp_path)
+    if argv[2] in ("generate", "evaluate"):  # on a folder an earlier README command wrote
+        out = _run(argv, _written(argv[3], env, tmp_path), env)
+        if argv[2] == "generate":
+            assert out.startswith(argv[4]) and len(out) > len(argv[4]), out
+        else:
+            assert "loss" in json.loads(out.strip().splitlines()[-1]), out
+        return
     if "--coordinator" in argv:  # one process per id, joined on this machine
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -91,8 +99,25 @@ def test_a_readme_command_runs(command, tmp_path):
         assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
         out = outs[0][0]
     else:
-        proc = subprocess.run([sys.executable, *argv], env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        out = proc.stdout
+        out = _run(argv, tmp_path, env)
     assert '"reason": "completed"' in out.strip().splitlines()[-1], out[-2000:]
+    if "--checkpoint" in argv:
+        WRITTEN[argv[argv.index("--checkpoint") + 1]] = tmp_path
+
+
+WRITTEN: dict = {}  # a --checkpoint folder a README command wrote -> the folder it ran in
+
+
+def _run(argv: list[str], cwd: Path, env: dict) -> str:
+    proc = subprocess.run([sys.executable, *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _written(folder: str, env: dict, where: Path) -> Path:
+    """Where the README command that writes `folder` ran (run now, shrunk, if it has not run in this session)."""
+    if folder not in WRITTEN:
+        writer = next(c for c in readme_commands() if f"--checkpoint {folder}" in c)
+        _run(shrunk(shlex.split(writer)[1:]), where, env)
+        WRITTEN[folder] = where
+    return WRITTEN[folder]

@@ -19,7 +19,15 @@ def available() -> list[str]:
 
 
 def load(name: str, **kwargs):
-    """A built-in dataset by name: a `Dataset`, or a `TextCorpus` for text corpora."""
+    """A built-in dataset by name: a `Dataset`, or a `TextCorpus` for text corpora. Loaded with no options, its
+    `meta["loaded_as"]` is the name: a saved run records it, so `jl.load` can find the data again."""
+    data = _load(name, **kwargs)
+    if not kwargs:
+        data.meta["loaded_as"] = name
+    return data
+
+
+def _load(name: str, **kwargs):
     if name in TEXT_CORPORA:
         options = {k: kwargs.pop(k) for k in ("tokenizer", "block_size", "val_fraction", "vocab_size") if k in kwargs}
         return text(builtin.load_text(name, **kwargs), name=name, **options)

@@ -19,6 +19,7 @@ from jupyter_llm.errors import ConfigError, DataError, DatasetNotFound
 
 _DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+LABELLED_SUFFIXES = (*_DELIMITERS, *_JSON_SUFFIXES)  # the files text_classification reads
 
 
 def _check_path(p: Path) -> None:

@@ -94,7 +94,8 @@ def text(source, *, tokenizer="char", block_size: int = 64, val_fraction: float 
         if arr is not None and len(arr) <= block_size:
             raise DataError(f"The {part} part of {label!r} has {len(arr)} tokens, not more than block_size="
                             f"{block_size}; use a longer text, a smaller block_size or a different val_fraction.")
-    return TextCorpus(train=train, validation=val, tokenizer=tok, name=label, block_size=block_size)
+    meta = {"path": os.path.abspath(os.path.expanduser(str(source)))} if is_path else {}
+    return TextCorpus(train=train, validation=val, tokenizer=tok, name=label, block_size=block_size, meta=meta)
 
 
 def _check_options(block_size, val_fraction) -> tuple[int, float]:

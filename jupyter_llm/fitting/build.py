@@ -23,13 +23,19 @@ def build_model(name: str, dataset, *, seed: int = 0):
     """A built-in model by name, sized for `dataset` (used by the command line: `--model mlp`).
 
     Names: `mlp`, `cnn` for (x, y) data; the GPT presets (`gpt-char-tiny`, `gpt-mini`, `gpt2-small`) for a
-    TextCorpus, with the corpus's vocabulary.
+    TextCorpus, with the corpus's vocabulary; `text-classifier` for labelled texts (`text_classification`).
     """
     rngs = nnx.Rngs(seed)
     if isinstance(dataset, TextCorpus):
         if name in PRESETS:
             return models.GPT.from_preset(name, vocab_size=dataset.vocab_size, rngs=rngs)
         choices = list(PRESETS)
+    elif getattr(dataset, "meta", {}).get("tokenizer") is not None:  # token ids of labelled texts
+        if name == "text-classifier":
+            classes = dataset.num_classes or int(np.max(dataset.train[1])) + 1
+            return models.TextClassifier(vocab_size=dataset.meta["tokenizer"].vocab_size, num_classes=classes,
+                                         block_size=dataset.input_shape[0], rngs=rngs)
+        choices = ["text-classifier"]
     else:
         shape = dataset.input_shape
         classes = dataset.num_classes or int(np.max(dataset.train[1])) + 1

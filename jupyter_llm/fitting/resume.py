@@ -8,27 +8,16 @@ resumed fit produces the same history as one that was never interrupted.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from importlib import metadata
 
 import jax
 
 from jupyter_llm.errors import ConfigError
+from jupyter_llm.fitting.save import data_origin, data_tokenizer, saved_meta
 from jupyter_llm.train.loop import Position
 from jupyter_llm.train.state import fresh_copy, init_state
 
 _RESUME_MUST_MATCH = ("batch_size", "seed", "accumulate", "block_size", "lora", "lora_alpha", "lora_targets", "freeze")
-
-
-def _versions() -> dict:
-    out = {}
-    for pkg in ("jax", "flax", "optax", "jupyter_llm"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 class Saver:
@@ -53,17 +42,9 @@ class Saver:
         return saver
 
     def save(self, state, position: Position) -> None:
-        dataset = self.prepared.dataset
-        tokenizer = getattr(dataset, "tokenizer", None) or getattr(dataset, "meta", {}).get("tokenizer")
-        meta = {
-            "position": position.to_dict(),
-            "history": self.history.history,
-            "log": self.history.log,
-            "config": self.prepared.config.to_dict(),
-            "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
-            "versions": _versions(),
-        }
-        json.dumps(meta)  # fail here, in the caller, if anything is not plain JSON
+        p = self.prepared
+        meta = saved_meta(position, self.history.history, self.history.log, p.config, p.model, p.loss_name,
+                          data_tokenizer(p.dataset), data_origin(p.dataset))
         self.checkpointer.save(position.step, state, meta)
 
     def close(self) -> None:
@@ -103,13 +84,22 @@ def resume_point(config, prepared):
         raise ConfigError("This config's resume= is a note of the Run it continued, not the Run: pass the Run itself "
                           "(resume=run) or a checkpoint directory.")
     if isinstance(source, Run):
+        what = "the earlier run" if source.loaded_from is None else f"the run loaded from {source.loaded_from}"
         if source.state is None or source.position is None:
             raise ConfigError("That run has no state to resume from (it failed before its first step).")
-        _check_settings(source.config.to_dict(), config, "the earlier run")
-        _check_same_structure(like, source.state, "the earlier run")
-        position = _check_dispatches(Position.from_dict(source.position.to_dict()), prepared, "the earlier run")
-        _check_not_past_end(position, prepared, "the earlier run")
-        state = prepared.layout.put_state(fresh_copy(source.state))  # the earlier Run stays usable
+        _check_settings(source.config.to_dict(), config, what)
+        saved = source.state
+        if isinstance(saved, dict):  # a loaded run: its arrays by name, placed into this fit's state
+            from jupyter_llm.train.checkpoint import CheckpointError, fill
+
+            try:
+                saved = fill(like, saved, what[0].upper() + what[1:])
+            except CheckpointError as exc:
+                raise ConfigError(f"Cannot resume: {exc} Resume with the same model and optimizer.") from None
+        _check_same_structure(like, saved, what)
+        position = _check_dispatches(Position.from_dict(source.position.to_dict()), prepared, what)
+        _check_not_past_end(position, prepared, what)
+        state = prepared.layout.put_state(fresh_copy(saved))  # the earlier Run stays usable
         return state, position, (source.history, source.log)
     directory = config.checkpoint if source is True else source
     if directory is None:

@@ -18,6 +18,23 @@ from jupyter_llm.train.state import split_model, trainable_for
 PREDICT_BATCH = 1024
 
 
+class NoData:
+    """The data source of a run loaded without its data (`jl.load(dir)`): no split to evaluate, but arrays given to
+    `evaluate((x, y))` are placed by its layout. `origin` is what the saved run recorded of its data."""
+
+    evaluable = ()
+
+    def __init__(self, layout, directory: str, origin: dict):
+        self.layout, self.directory, self.origin = layout, directory, origin or {}
+
+    def no_split(self, split: str) -> str:
+        named = self.origin.get("loaded_as") or self.origin.get("path")
+        data = f"data={named!r} (what it was trained on)" if named else "data=... (what it was trained on)"
+        return (f"This run was loaded from {self.directory} without its data, so it has no {split!r} split to "
+                f"evaluate: load it with its data, jl.load({self.directory!r}, {data}), or pass arrays, "
+                "run.evaluate((x, y)).")
+
+
 class Run:
     """The result of `fit` / `%%train`.
 
@@ -26,7 +43,8 @@ class Run:
     configuration; `reason` says how the fit ended (completed, interrupted, nan, ...).
     """
 
-    def __init__(self, *, model, config, dataset, source, history_sink, chunks, loss_name: str, state, position=None):
+    def __init__(self, *, model, config, dataset, source, history_sink, chunks, loss_name: str, state, position=None,
+                 loaded_from: str | None = None, tokenizer=None):
         self.model = model
         self.config = config
         self.dataset = dataset
@@ -36,6 +54,8 @@ class Run:
         self.loss_name = loss_name
         self.state = state  # the final TrainState (optimizer included), for resuming
         self.position = position  # where the loop stood (epoch, chunk, partial sums), for resuming
+        self.loaded_from = loaded_from  # the folder `jl.load` read this run from (None: fitted in this process)
+        self._tokenizer = tokenizer  # a loaded run's tokenizer (a fitted run's is its data's)
 
     # -- what happened ---------------------------------------------------------------------------------------
     @property
@@ -79,6 +99,11 @@ class Run:
         return dict(self._sink.end.memory) if self._sink.end and self._sink.end.memory else None
 
     @property
+    def splits(self) -> tuple[str, ...]:
+        """The names of the splits `evaluate` takes (none for a run loaded without its data)."""
+        return tuple(self._source.evaluable)
+
+    @property
     def elapsed(self) -> float:
         return self._sink.end.elapsed if self._sink.end else 0.0
 
@@ -91,6 +116,8 @@ class Run:
         """Loss and metrics of the current model on a split name ("train", "validation", "test") or `(x, y)`."""
         params, rest = self._weights()
         if isinstance(split_or_arrays, str):
+            if isinstance(self._source, NoData):
+                raise DataError(self._source.no_split(split_or_arrays))
             if split_or_arrays not in self._source.evaluable:
                 raise DataError(f"This run's data has no {split_or_arrays!r} split to evaluate; it has "
                                 f"{', '.join(self._source.evaluable)}. Pass one of those names or an (x, y) pair.")
@@ -143,6 +170,8 @@ class Run:
     @property
     def tokenizer(self):
         """The tokenizer of a language-model or text-classification fit (None for array data)."""
+        if self._tokenizer is not None:
+            return self._tokenizer
         tok = getattr(self.dataset, "tokenizer", None)
         return tok if tok is not None else getattr(self.dataset, "meta", {}).get("tokenizer")
 
@@ -197,10 +226,20 @@ class Run:
         tok = self.tokenizer
         return save(directory, tokenizer=tok if callable(getattr(tok, "save_pretrained", None)) else None)
 
+    def save(self, directory) -> str:
+        """Write this run to `directory` as a checkpoint (weights, optimizer state, position, history,
+        configuration, tokenizer, the model's architecture; Orbax arrays and JSON, never pickle), atomically:
+        `jl.load(directory)` makes the Run again, and `--resume directory` continues the fit. The folder must be
+        new, empty, or hold only this library's checkpoints of this run (older steps are kept). Returns its path."""
+        from jupyter_llm.fitting.save import save_run
+
+        return save_run(self, directory)
+
     # -- display ---------------------------------------------------------------------------------------------
     def summary(self) -> str:
         last = {k: v[-1] for k, v in self.history.items() if v}
-        parts = [f"Run({type(self.model).__name__}, {self.reason} at step {self.step}"]
+        loaded = f"loaded from {self.loaded_from}: " if self.loaded_from else ""
+        parts = [f"Run({type(self.model).__name__}, {loaded}{self.reason} at step {self.step}"]
         if last:
             parts.append(", " + " ".join(f"{k}={v:.4g}" for k, v in last.items()))
         if self.test_metrics:

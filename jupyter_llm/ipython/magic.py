@@ -128,14 +128,15 @@ class TrainMagics(Magics):
             data = args.data
         self._check_out(args)
         options = dict(args.fit_options)
-        if options.get("resume") is True and not options.get("checkpoint"):
-            from jupyter_llm.fitting.run import Run
-
+        resume = options.get("resume")
+        if resume is True and not options.get("checkpoint"):
             previous = ns.get(args.out)
-            if not isinstance(previous, Run):
+            if not _is_run(previous):
                 raise UsageError(f"--resume continues the run bound to {args.out!r}, but there is none. Give a "
                                  "checkpoint directory (--resume DIR), or run the fit once first.")
-            options["resume"] = previous
+            options["resume"] = _finished(previous, args.out)
+        elif isinstance(resume, str) and resume.isidentifier() and resume in ns:
+            options["resume"] = _resume_source(resume, ns[resume])
         for name, built_in in _FIT_OBJECT_OPTIONS.items():
             value = options.get(name)
             if isinstance(value, str) and value not in built_in and value in ns and not isinstance(ns[value], str):
@@ -154,6 +155,54 @@ class TrainMagics(Magics):
         if isinstance(value, types.ModuleType):
             raise UsageError(f"--out {out!r} would replace the module {out} ({value.__name__}) in the notebook. "
                              "Bind the result to another name, e.g. --out run.")
+
+
+def _is_run(value) -> bool:
+    from jupyter_llm.fitting.background import BackgroundRun
+    from jupyter_llm.fitting.run import Run
+
+    return isinstance(value, (Run, BackgroundRun))
+
+
+def _finished(handle, name: str):
+    """The Run a name holds: itself, or the Run a background fit ended with (refused while it runs or if it
+    failed)."""
+    from jupyter_llm.fitting.background import BackgroundRun
+
+    if not isinstance(handle, BackgroundRun):
+        return handle
+    if handle.running:
+        raise UsageError(f"--resume {name}: that background fit is still running. Stop it first ({name}.stop(), "
+                         f"then {name}.wait()), or let it end ({name}.wait()).")
+    if handle.error is not None or handle.result is None:
+        raise UsageError(f"--resume {name}: that background fit failed ({handle.error!r}), so it has no state to "
+                         "continue; resume from its checkpoint folder instead (--resume DIR).")
+    return handle.result
+
+
+def _resume_source(name: str, value):
+    """--resume NAME where NAME is bound in the notebook: a Run (or a background fit's handle) continues from its
+    state in memory; a folder of the same name makes the choice ambiguous."""
+    import os
+
+    if not _is_run(value):
+        if os.path.exists(name):
+            return name
+        raise UsageError(f"--resume {name} names {a_or_an(type(value).__name__)} in the notebook, not a Run, and "
+                         f"there is no checkpoint folder {name!r}. Pass a Run (e.g. --resume run) or a folder.")
+    if os.path.exists(name):
+        raise UsageError(f"--resume {name} names both a Run in the notebook and the folder {name!r}. Write the "
+                         f"folder as ./{name}, or bind the Run to another name.")
+    return _finished(value, name)
+
+
+def _empty_body_is_the_line_magic(lines: list[str]) -> list[str]:
+    """`%%train OPTIONS` with nothing under it is `%train OPTIONS` (IPython itself refuses a cell magic whose body
+    is empty, before the magic is called). An IPython input transformer, run before the cell magic is read."""
+    first = lines[0] if lines else ""
+    if first.startswith("%%train") and first[7:8] in ("", " ", "\t", "\n") and not "".join(lines[1:]).strip():
+        return ["%train" + first[7:]]
+    return lines
 
 
 def _numbered_as_in_the_cell(line: str, body: str) -> str:
@@ -179,6 +228,8 @@ def load(ipython) -> None:
 
     ipython.register_magics(TrainMagics)
     ipython.register_magics(RunsMagics)
+    if _empty_body_is_the_line_magic not in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.append(_empty_body_is_the_line_magic)
     short_traceback.install()
     from flax import nnx
 
@@ -188,6 +239,8 @@ def load(ipython) -> None:
 
 def unload(ipython) -> None:
     short_traceback.uninstall()
+    if _empty_body_is_the_line_magic in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.remove(_empty_body_is_the_line_magic)
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         magics[kind].pop("train", None)

@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from jupyter_llm.errors import ConfigError
-from jupyter_llm.options import MAGIC_OPTIONS, Option, build_parser
+from jupyter_llm.options import Option, all_options, build_parser
 
 
 @dataclass(frozen=True)
@@ -22,15 +22,16 @@ class TrainArgs:
     fit_options: dict = field(default_factory=dict)  # only the options the user gave; fit supplies defaults
 
 
-def parse_train_line(line: str, prog: str = "%%train", *, python_names: bool = True) -> TrainArgs:
+def parse_train_line(line: str, prog: str = "%%train", *, python_names: bool = True, options=None) -> TrainArgs:
     """The options of a %%train line. `python_names`: --model and --out name objects in the namespace (the
-    command line's --model is a built-in model's name, such as gpt-char-tiny)."""
+    command line's --model is a built-in model's name, such as gpt-char-tiny, and its `options` are its own)."""
     try:
         argv = shlex.split(line, comments=True)
     except ValueError as exc:
         raise ConfigError(f"Cannot read the options ({exc}); check the quotes in {line!r}.") from None
-    parsed = vars(build_parser(prog).parse_args(argv))
-    magic = {o.name: parsed.pop(o.name, o.default) for o in MAGIC_OPTIONS}
+    options = options or all_options()
+    parsed = vars(build_parser(prog, options).parse_args(argv))
+    magic = {o.name: parsed.pop(o.name, o.default) for o in options if not o.fit_option}
     for name in ("model", "out") if python_names else ():
         if not str(magic[name]).isidentifier() or keyword.iskeyword(str(magic[name])):
             raise ConfigError(f"--{name} must be a Python name (not a keyword), got {magic[name]!r}.")
@@ -43,8 +44,8 @@ def parse_train_line(line: str, prog: str = "%%train", *, python_names: bool = T
     return TrainArgs(**magic, fit_options=parsed)
 
 
-def train_help(prog: str = "%%train") -> str:
-    return build_parser(prog).format_help()
+def train_help(prog: str = "%%train", options=None) -> str:
+    return build_parser(prog, options).format_help()
 
 
 LR_FIND_OPTIONS = (

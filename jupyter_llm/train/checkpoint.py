@@ -567,3 +567,123 @@ def _key_shape(impl: str) -> tuple[int, ...]:
 def _dtype(leaf):
     dtype = getattr(leaf, "dtype", None)
     return dtype if dtype is not None else np.asarray(leaf).dtype
+
+
+# -- reading a saved run without a model at hand (jl.load) ----------------------------------------------------------
+def read(directory, step: int | None = None, check=None) -> tuple[dict, dict, int]:
+    """(arrays, meta, step) of the newest intact step of `directory` (or of `step`): `arrays` maps each saved array's
+    name ('params/h/0/attn/c_attn/kernel/value') to its value, typed PRNG keys wrapped again. Reads only: nothing is
+    claimed, written or deleted, so a read-only folder or one a running fit writes into can be read.
+    `check(arrays, meta)` raises `DamagedCheckpoint` when the two disagree; that step is then skipped like any
+    damaged one, with one warning, as `Checkpointer.restore` does."""
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
+    if not path.is_dir():
+        why = "it is a file" if path.exists() else "there is no such folder"
+        raise CheckpointError(f"Cannot load {path}: {why}. Give the folder that run.save(folder) or a fit's "
+                              "--checkpoint DIR wrote.")
+    try:
+        steps = sorted(checkpoint_dir.scan(path).steps)
+    except OSError as exc:
+        raise CheckpointError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    if step is not None:
+        if int(step) not in steps:
+            raise CheckpointError(f"{path} has no saved step {step} (steps: {', '.join(map(str, steps)) or 'none'}).")
+        steps = [int(step)]
+    if not steps:
+        raise CheckpointError(f"{path} holds no saved run: it has no step folders (run.save(folder) and "
+                              "--checkpoint DIR write them). Check the path.")
+    problems = []
+    ocp = _ocp()
+    with _QuietAbandonedReads() as quiet:
+        orbax = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+        try:
+            for s in reversed(steps):
+                try:
+                    arrays, meta = _read_arrays(orbax, path / str(s))
+                    if check is not None:
+                        check(arrays, meta)
+                except (_Damaged, DamagedCheckpoint) as damaged:
+                    quiet.failed = True
+                    problems.append((s, str(damaged)))
+                    continue
+                if problems:
+                    bad = ", ".join(str(b) for b, _ in problems)
+                    warnings.warn(f"Skipping damaged step{'s' * (len(problems) > 1)} {bad} in {path} "
+                                  f"({_each_step(problems)}); loaded step {s}.", CheckpointWarning, stacklevel=2)
+                return arrays, meta, s
+        finally:
+            orbax.close()
+    raise CheckpointError(f"No intact saved step in {path}: {_each_step(problems)}.")
+
+
+def newest_meta(directory) -> dict | None:
+    """The meta of the newest step of `directory` whose files look intact (no array is read), or None."""
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
+    try:
+        steps = sorted(checkpoint_dir.scan(path).steps, reverse=True) if path.is_dir() else []
+    except OSError:
+        return None
+    for s in steps:
+        info, reason = _read_step(path / str(s))
+        if reason is None:
+            return info["meta"]
+    return None
+
+
+def _read_arrays(orbax, folder: Path) -> tuple[dict, dict]:
+    ocp = _ocp()
+    info, reason = _read_step(folder)
+    if reason:
+        raise _Damaged(reason)
+    names, targets = [], []
+    for name, shape, dtype, impl in info["leaves"]:
+        try:
+            dtype = np.dtype("uint32") if impl else jnp.dtype(dtype)
+            shape = tuple(shape) + (_key_shape(impl) if impl else ())
+        except (TypeError, ValueError, KeyError) as exc:
+            raise _Damaged(f"its array {name} has an unknown dtype or key kind ({_short(exc, 80)})") from None
+        names.append(tuple(name.split("/")))
+        targets.append(jax.ShapeDtypeStruct(shape, dtype, sharding=_default_sharding()))
+    try:
+        restored = orbax.restore(folder, args=ocp.args.Composite(
+            **{_STATE: ocp.args.StandardRestore(_nest(names, targets))}))[_STATE]
+        values = [_pluck(restored, name) for name in names]
+    except Exception as exc:  # noqa: BLE001 - TensorStore raises plain Exception / ValueError
+        raise _Damaged(f"its arrays cannot be read: {_short(exc)}") from None
+    arrays = {}
+    for (name, _, _, impl), value in zip(info["leaves"], values):
+        arrays[name] = jax.random.wrap_key_data(value, impl=impl) if impl else value
+    return arrays, info["meta"]
+
+
+def fill(like, arrays: dict, where: str):
+    """A tree shaped like `like` whose leaves are `arrays[name]` (the names `save` gives a tree's leaves); a name
+    missing from `arrays`, one of another shape or dtype, or an array under `like`'s top-level names that `like` has
+    no place for is refused with a `CheckpointError` that names the first and counts the others."""
+    path_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    names = ["/".join(n) for n in _names(path_leaves)]
+    problems, values = [], []
+    for name, (_, leaf) in zip(names, path_leaves):
+        shape, dtype = tuple(np.shape(leaf)), _dtype(leaf)
+        value = arrays.get(name)
+        if value is None:
+            problems.append(f"{_display(tuple(name.split('/')))}: the model has it with shape {shape}, the saved run "
+                            "does not")
+        elif tuple(value.shape) != shape:
+            problems.append(f"{_display(tuple(name.split('/')))}: saved with shape {tuple(value.shape)}, the model "
+                            f"has {shape}")
+        elif str(value.dtype) != str(dtype):
+            problems.append(f"{_display(tuple(name.split('/')))}: saved as {value.dtype}, the model has {dtype}")
+        values.append(value)
+    tops, known = {n.split("/")[0] for n in names}, set(names)
+    problems += [f"{_display(tuple(n.split('/')))}: saved with shape {tuple(arrays[n].shape)}, the model does not "
+                 "have it" for n in arrays if n.split("/")[0] in tops and n not in known]
+    if problems:
+        more = f" (and {len(problems) - 1} more differences)" if len(problems) > 1 else ""
+        raise CheckpointError(f"{where} was saved from a different model: {problems[0]}{more}.")
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def nested(arrays: dict) -> dict:
+    """`arrays` (name -> array, as `read` gives them) as the tree `save` writes under the same names."""
+    return _nest([tuple(name.split("/")) for name in arrays], list(arrays.values()))
