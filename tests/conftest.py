@@ -34,3 +34,37 @@ def ipython():
     yield ip
     for name in ("model", "data", "run", "x", "y", "other", *(set(ip.user_ns) - before)):
         ip.user_ns.pop(name, None)  # each test starts from the same namespace, whatever ran before it
+
+
+@pytest.fixture(scope="session")
+def jupyter_server(tmp_path_factory):
+    """One Jupyter server for every browser test (tests/browser_lab.py), started when the first one asks for it."""
+    from tests.browser_lab import JupyterServer
+
+    server = JupyterServer(tmp_path_factory.mktemp("jupyter"))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def lab(jupyter_server):
+    """The shared server; when the test ends its kernels are shut down (none of its fits runs into the next test) and
+    the front ends' saved layout is forgotten."""
+    yield jupyter_server
+    jupyter_server.reset()
+
+
+@pytest.fixture
+def notebook7(tmp_path):
+    """A Notebook 7 server (`jupyter notebook`) of the test's own (tests/browser_lab.py says why not the shared one)."""
+    from tests.browser_lab import JupyterServer
+
+    server = JupyterServer(tmp_path, app="notebook")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
