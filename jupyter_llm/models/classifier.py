@@ -41,7 +41,7 @@ class TextClassifier(nnx.Module):
         idx = jnp.asarray(idx).astype(jnp.int32)
         _check_length(idx.shape[1], self.block_size)
         real = idx != PAD_ID  # (B, T)
-        x = self.wte(idx) + self.wpe.embedding[: idx.shape[1]][None]
+        x = jnp.take(self.wte.embedding[...], idx, axis=0) + self.wpe.embedding[: idx.shape[1]][None]  # its dtype
         if self.drop is not None:
             x = self.drop(x)
         mask = real[:, None, None, :]  # (B, heads, queries, keys): no query attends to a pad key

@@ -247,11 +247,13 @@ class GPT(nnx.Module):
         t = idx.shape[1]
         pe = jax.lax.dynamic_slice_in_dim(self.wpe.embedding[...], pos, t) if pos is not None else \
             self.wpe.embedding[:t]
-        x = self.wte(idx) + pe[None]
+        # the embedding table read directly (nnx.Embed's call and attend cast to the dtype it was built with), so a
+        # bf16 copy of the weights computes in bf16 end to end
+        x = jnp.take(self.wte.embedding[...], idx, axis=0) + pe[None]
         return self.drop(x) if self.drop is not None else x
 
     def _logits(self, x):
-        return self.wte.attend(self.ln_f(x)).astype(jnp.float32)
+        return jnp.dot(self.ln_f(x), self.wte.embedding[...].T).astype(jnp.float32)
 
     def __call__(self, idx):
         _check_length(idx.shape[1], self.config.block_size)

@@ -68,13 +68,29 @@ class Step:
     def _as_f32(self, tree):
         return tree if self.compute_dtype is None else cast_floats(tree, jnp.float32)
 
+    def _lowered_rest(self, rest):
+        """`rest` with its frozen parameters (--freeze, the base under --lora) cast like the trained ones, so their
+        matmuls run in the compute dtype too; its other state (RNG counts, batch statistics) is left as it is."""
+        if self.compute_dtype is None:
+            return rest
+        frozen, other = nnx.split_state(rest, nnx.Param, ...)
+        return nnx.merge_state(self._lowered(frozen), other)
+
+    def _with_frozen_of(self, new_rest, rest):
+        """The state after a call, with the frozen parameters of `rest` as they were (float32, never cast copies)."""
+        if self.compute_dtype is None:
+            return new_rest
+        _, other = nnx.split_state(new_rest, nnx.Param, ...)
+        frozen, _ = nnx.split_state(rest, nnx.Param, ...)
+        return nnx.merge_state(frozen, other)
+
     # -- the pieces --------------------------------------------------------------------------------------------
     def _train_forward(self, params, rest, x):
         """The training-mode forward pass as a pure function: (outputs, state after the call). The state that is not
         a parameter (dropout's RNG counts, batch statistics) may change during the call."""
-        model = nnx.merge(self.graphdef_train, params, rest)
+        model = nnx.merge(self.graphdef_train, params, self._lowered_rest(rest))
         out = model(x)
-        return out, nnx.split(model, self.trainable, ...)[2]
+        return out, self._with_frozen_of(nnx.split(model, self.trainable, ...)[2], rest)
 
     def _sums(self, out, y, w) -> dict:
         sums = {"loss": jnp.sum(self.loss_fn(out, y) * w)}
@@ -116,9 +132,11 @@ class Step:
     def evaluate(self, params, rest, batch) -> dict:
         """Metric sums of the eval-mode model on one batch."""
         x, y, w = batch
-        out = self._as_f32(nnx.merge(self.graphdef_eval, self._lowered(params), rest)(self._lowered(x)))
+        out = self._as_f32(nnx.merge(self.graphdef_eval, self._lowered(params), self._lowered_rest(rest))(
+            self._lowered(x)))
         return self._sums(out, y, w)
 
     def predict(self, params, rest, x):
         """The eval-mode model's outputs for `x` (float32)."""
-        return self._as_f32(nnx.merge(self.graphdef_eval, self._lowered(params), rest)(self._lowered(x)))
+        return self._as_f32(nnx.merge(self.graphdef_eval, self._lowered(params), self._lowered_rest(rest))(
+            self._lowered(x)))
