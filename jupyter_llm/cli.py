@@ -105,9 +105,11 @@ def train(argv: list[str]):
         else:
             dist.simulate_cpu_devices(local)
     args = parse_train_line(shlex.join(argv), prog="python -m jupyter_llm train", python_names=False)
-    if args.background:
-        raise ConfigError("--background is for a notebook's %%train; the command line trains in the foreground "
-                          "(Ctrl-C stops the fit at the next step boundary, keeping its weights and checkpoint).")
+    if args.background or args.after is not None:
+        given = "--background" if args.background else "--after"
+        raise ConfigError(f"{given} is for a notebook's %%train; the command line trains in the foreground, one fit "
+                          "per process (Ctrl-C stops the fit at the next step boundary, keeping its weights and "
+                          "checkpoint); run a second command after the first to queue a fit.")
     options = dict(args.fit_options)
     options.setdefault("display", "text")
     config = make_config(**options)  # checked before the model is built from --seed or any data is read

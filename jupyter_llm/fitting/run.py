@@ -26,7 +26,9 @@ class Run:
     configuration; `reason` says how the fit ended (completed, interrupted, nan, ...).
     """
 
-    def __init__(self, *, model, config, dataset, source, history_sink, chunks, loss_name: str, state, position=None):
+    def __init__(self, *, model, config, dataset, source, history_sink, chunks, loss_name: str, state, position=None,
+                 at_step: int | None = None):
+        """`at_step`: this Run holds a copy of a running fit's weights after that step (`run.snapshot()`)."""
         self.model = model
         self.config = config
         self.dataset = dataset
@@ -36,6 +38,7 @@ class Run:
         self.loss_name = loss_name
         self.state = state  # the final TrainState (optimizer included), for resuming
         self.position = position  # where the loop stood (epoch, chunk, partial sums), for resuming
+        self._at_step = at_step
 
     # -- what happened ---------------------------------------------------------------------------------------
     @property
@@ -58,10 +61,14 @@ class Run:
 
     @property
     def reason(self) -> str:
+        if self._at_step is not None:
+            return "running"
         return self._sink.end.reason if self._sink.end else "failed"
 
     @property
     def step(self) -> int:
+        if self._at_step is not None:
+            return self._at_step
         return self._sink.end.step if self._sink.end else 0
 
     @property

@@ -19,6 +19,7 @@ class TrainArgs:
     cluster: int | None = None  # engines to run the fit on
     cluster_profile: str | None = None
     background: bool = False
+    after: str | None = None  # the name of the background fit to queue behind
     fit_options: dict = field(default_factory=dict)  # only the options the user gave; fit supplies defaults
 
 
@@ -31,7 +32,9 @@ def parse_train_line(line: str, prog: str = "%%train", *, python_names: bool = T
         raise ConfigError(f"Cannot read the options ({exc}); check the quotes in {line!r}.") from None
     parsed = vars(build_parser(prog).parse_args(argv))
     magic = {o.name: parsed.pop(o.name, o.default) for o in MAGIC_OPTIONS}
-    for name in ("model", "out") if python_names else ():
+    for name in ("model", "out", "after") if python_names else ():
+        if magic[name] is None:
+            continue
         if not str(magic[name]).isidentifier() or keyword.iskeyword(str(magic[name])):
             raise ConfigError(f"--{name} must be a Python name (not a keyword), got {magic[name]!r}.")
     given = {k for k, v in parsed.items() if v is not None}  # what the user set: fit supplies the defaults
