@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import numbers
 import os
@@ -81,6 +82,9 @@ class FitConfig:
     resume: Any = _opt(None, "continue from the newest checkpoint in DIR (or --checkpoint), or from a Run",
                        unset="off", nargs="?", cli_help="continue from the newest checkpoint in DIR (or in "
                        "--checkpoint), or from a folder run.save wrote")
+    changes: Any = _opt(None, "change the optimizer's numbers at these steps, as run.changes records them (JSON in "
+                              "the magic, e.g. '[{\"step\": 120, \"lr\": 3e-4}]'): replays a steered fit",
+                        unset="none")
     logdir: str | None = _opt(None, "write TensorBoard scalars and the history (JSON, CSV) here", unset="off")
     profile: int | None = _opt(None, "record a JAX profiler trace of N steps into --logdir", unset="off")
     # fine-tuning: what trains (default: every parameter)
@@ -147,6 +151,7 @@ class FitConfig:
         if self.profile is not None and self.logdir is None:
             raise ConfigError("--profile writes its trace into --logdir; give --logdir DIR as well.")
         object.__setattr__(self, "mesh", _mesh_text(self.mesh))
+        object.__setattr__(self, "changes", _changes(self.changes))
         _check_choice(self, "optimizer", OPTIMIZERS, allow_object=True)
         _check_choice(self, "loss", LOSSES, allow_object=True, allow_none=True)
         _check_choice(self, "display", DISPLAYS)
@@ -173,7 +178,10 @@ class FitConfig:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            out[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else _describe(v)
+            if f.name == "changes" and v is not None:
+                out[f.name] = [dict(c) for c in v]
+            else:
+                out[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else _describe(v)
         return out
 
 
@@ -194,6 +202,37 @@ def _check_fine_tuning(cfg) -> None:
     if cfg.freeze is not None and (not isinstance(cfg.freeze, str) or not cfg.freeze.strip(", ")):
         raise ConfigError(f"--freeze takes comma-separated parameter paths or globs such as wte,wpe,h.0, got "
                           f"{cfg.freeze!r}.")
+
+
+SETTABLE = ("lr", "clip", "weight_decay")  # the optimizer's numbers a running fit takes (run.set, --changes)
+
+
+def _changes(value) -> tuple[dict, ...] | None:
+    """--changes as a tuple of {"step": int, number: float}, from `run.changes` (a list of dicts) or its JSON."""
+    if value is None:
+        return None
+    usage = ("--changes takes what run.changes records: a list like [{\"step\": 120, \"lr\": 0.0003}] (a step "
+             "and the numbers set there: " + ", ".join(SETTABLE) + "), or its JSON")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError(f"{usage}; got {value!r}, which is not JSON.") from None
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{usage}; got {type(value).__name__}.")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or set(item) - {"step", *SETTABLE} or len(item) < 2 or "step" not in item:
+            raise ConfigError(f"{usage}; got {item!r}.")
+        step = item["step"]
+        if isinstance(step, bool) or not isinstance(step, numbers.Real) or not float(step).is_integer() or step < 1:
+            raise ConfigError(f"{usage}; the step {step!r} is not a whole number of at least 1.")
+        for key, number in item.items():
+            if key != "step" and (isinstance(number, bool) or not isinstance(number, numbers.Real)
+                                  or not math.isfinite(number) or number < 0):
+                raise ConfigError(f"{usage}; {key}={number!r} at step {step} is not a finite number >= 0.")
+        out.append({"step": int(step), **{k: float(v) for k, v in item.items() if k != "step"}})
+    return tuple(out)
 
 
 MESH_AXES = ("data", "fsdp", "model")

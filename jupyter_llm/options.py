@@ -31,6 +31,8 @@ class Option:
     unset: str = "auto"  # how a None default reads in help
     nargs: str | None = None  # "?": the flag may stand alone (e.g. --resume)
     cli_help: str | None = None  # the help as the command line words it (None: the same)
+    keyword: bool = False  # a magic option that is also a keyword of jl.fit (its messages speak either idiom)
+    metavar: str | None = None
 
     @property
     def flag(self) -> str:
@@ -44,11 +46,14 @@ MAGIC_OPTIONS = (
            "such as digits", fit_option=False),
     Option("out", str, "run", "name to bind the result (a Run) to", fit_option=False),
     Option("cluster", int, None, "run the fit on N ipyparallel engines joined by JAX's distributed runtime (started "
-           "once per session)", fit_option=False, unset="off"),
+           "once per session)", fit_option=False, unset="off", keyword=True),
     Option("cluster_profile", str, None, "the ipyparallel profile whose engines --cluster uses (engines on other "
-           "machines)", fit_option=False, unset="a local cluster"),
+           "machines)", fit_option=False, unset="a local cluster", keyword=True),
     Option("background", bool, False, "train on a worker thread: the cell returns at once with the run bound, which "
-           "run.pause(), run.set(lr=...), run.stop() and run.wait() steer", fit_option=False),
+           "run.pause(), run.set(lr=...), run.stop() and run.wait() steer", fit_option=False, keyword=True),
+    Option("after", str, None, "queue this fit behind the background fit bound to NAME: it starts when that one "
+           "ends, however it ends (implies --background)", fit_option=False, unset="start at once", keyword=True,
+           metavar="NAME"),
 )
 
 
@@ -120,7 +125,7 @@ def build_parser(prog: str = "%%train", options=None, description: str | None = 
                                 metavar="DIR", help=f"{opt.help} (default: {default_text})")
         else:
             parser.add_argument(opt.flag, dest=opt.name, type=_typed(opt), default=argparse.SUPPRESS,
-                                metavar=opt.name.upper(), help=f"{opt.help} (default: {default_text})")
+                                metavar=opt.metavar or opt.name.upper(), help=f"{opt.help} (default: {default_text})")
     return parser
 
 
@@ -175,10 +180,15 @@ def speaking_flags():
         _SPEAKING_FLAGS.reset(token)
 
 
+def speaks_flags() -> bool:
+    """Whether the current call came from the magic or the command line (messages in --flags), not from jl.fit."""
+    return _SPEAKING_FLAGS.get()
+
+
 def in_keyword_idiom(message: str) -> str:
     """`message` with every fit option's flag written as the keyword of `jl.fit`: '--lr 1e+308' -> 'lr=1e+308',
     'add --resume' -> 'add resume=True', '--steps or --epochs' -> 'steps or epochs'."""
-    options = {o.flag: o for o in fit_options()}
+    options = {o.flag: o for o in (*fit_options(), *(o for o in MAGIC_OPTIONS if o.keyword))}
 
     def keyword(match):
         opt = options.get(match.group(1))

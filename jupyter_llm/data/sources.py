@@ -72,8 +72,9 @@ class ArraySource:
     def for_eval(self, name: str):
         """`(data, idx, w)` to evaluate split `name`: the fit's own, or placed again after `release` (the training
         split, evaluated only on request, in batches 8 times the fit's)."""
-        if name in self.eval_plans:
-            return (self.device[name], *self.eval_plans[name])
+        plan, data = self.eval_plans.get(name), self.device.get(name)  # `release` may come between (another thread)
+        if plan is not None and data is not None:
+            return (data, *plan)
         batch = min(self.batch_size * 8, self.n) if name == "train" else self.batch_size
         return (self._place(self.splits[name], {}, with_rows=False), *self._eval_plan(name, batch))
 
@@ -140,8 +141,9 @@ class WindowSource:
 
     def for_eval(self, name: str):
         """`(data, idx, w)` to evaluate split `name`: the fit's own, or placed again after `release`."""
-        if name in self.eval_plans:
-            return (self.device[name], *self.eval_plans[name])
+        plan, data = self.eval_plans.get(name), self.device.get(name)  # `release` may come between (another thread)
+        if plan is not None and data is not None:
+            return (data, *plan)
         tokens, plan = self._validation()
         return (tokens, *plan)
 

@@ -8,6 +8,7 @@ ending — completed, early-stopped, interrupted, or stopped on a non-finite los
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Iterable
 
 import jax
@@ -16,7 +17,7 @@ from flax import nnx
 from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig, make_config
 from jupyter_llm.errors import ConfigError, ModelError
-from jupyter_llm.fitting.control import refuse_if_busy
+from jupyter_llm.fitting.control import Live, Replay, refuse_if_busy, steering_hook
 from jupyter_llm.fitting.prepare import PreparedFit
 from jupyter_llm.fitting.resume import Saver, release_earlier_run, resume_point
 from jupyter_llm.fitting.wiring import dataset_for, display_sinks, logdir_sinks
@@ -29,7 +30,7 @@ from jupyter_llm.train.interrupt import stop_on_interrupt
 
 @in_callers_idiom
 def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | None = None, background: bool = False,
-        cluster: int | None = None, cluster_profile: str | None = None, **options):
+        after=None, cluster: int | None = None, cluster_profile: str | None = None, **options):
     """Train `model` on `data` and return a `Run`.
 
     >>> model = jl.models.MLP(in_features=64, hidden=[128], num_classes=10, rngs=nnx.Rngs(0))  # doctest: +SKIP
@@ -38,27 +39,34 @@ def fit(model: nnx.Module, data, *, sinks: Iterable = (), config: FitConfig | No
 
     Options are the fields of `FitConfig` (the same as the `%%train` options); `resume` also takes a `Run`.
     `sinks` receive the progress events besides the display chosen by `display`.
-    `background=True` returns at once a handle on a fit running on a worker thread (fitting/background.py).
+    `background=True` returns at once a handle on a fit running on a worker thread (fitting/background.py);
+    `after=handle` queues the fit behind that background fit: it returns a handle at once and starts when that fit
+    ends, however it ends (so it implies `background=True`).
     `cluster=N` runs the fit on N ipyparallel engines joined by JAX's distributed runtime (`cluster_profile`:
     engines of a named profile).
     """
     if cluster is not None:
         from jupyter_llm.fitting.cluster import fit_on_cluster
 
-        if background:
-            raise ConfigError("--background and --cluster do not go together yet: a cluster fit streams into the "
+        if background or after is not None:
+            given = "--after" if after is not None else "--background"
+            raise ConfigError(f"{given} and --cluster do not go together yet: a cluster fit streams into the "
                               "cell that started it. Drop one of them.")
         if config is not None:
             options = {**config_options(config), **options}
         return fit_on_cluster(model, data, engines=cluster, profile=cluster_profile, sinks=sinks, **options)
     config = config or make_config(**options)
-    refuse_if_busy()
-    if background:
-        return _in_background(model, data, sinks, config)
+    if after is not None:
+        from jupyter_llm.fitting.background import check_after
+
+        check_after(after)
+    refuse_if_busy(after)
+    if background or after is not None:
+        return _in_background(model, data, sinks, config, after=after)
     return _fit(model, data, sinks=sinks, config=config)
 
 
-def _in_background(model, data, sinks, config, name: str = "run"):
+def _in_background(model, data, sinks, config, name: str = "run", after=None):
     """The display's sinks are made here, on the caller's thread (widgets belong to the cell that starts the fit);
     the fit itself runs on the handle's worker thread."""
     from jupyter_llm.fitting.background import BackgroundRun
@@ -68,7 +76,7 @@ def _in_background(model, data, sinks, config, name: str = "run"):
     def work(steer, extra):
         return _fit(model, data, sinks=[*extra, *sinks], config=config, steer=steer, displays=[])
 
-    return BackgroundRun(config, work, displays, name=name).start()
+    return BackgroundRun(config, work, displays, name=name, after=after).start()
 
 
 def _fit(model, data, *, sinks, config, steer=None, displays=None):
@@ -85,8 +93,14 @@ def _fit(model, data, *, sinks, config, steer=None, displays=None):
         from jupyter_llm.sinks.logdir import check_logdir
 
         check_logdir(config.logdir)
+    replay = Replay(config.changes, first_step=start[1].step if start else 0) if config.changes else None
+    if replay is not None:
+        replay.check(config, prepared.is_step_boundary, prepared.steps_per_dispatch)
     saver = Saver.for_fit(config, prepared, history)
     config = prepared.config = release_earlier_run(config)  # the new Run must not keep the old one alive
+    if steer is not None:
+        steer.started(Live(history, functools.partial(_weights_view, prepared, history),
+                           prepared.lr_at if prepared.optimizer.scheduled else None))
     try:
         shown = display_sinks(config.display) if displays is None else displays
         all_sinks = [history, *shown, *logdir_sinks(config), *sinks]
@@ -111,7 +125,7 @@ def _fit(model, data, *, sinks, config, steer=None, displays=None):
             emit(prepared.compile())
             state, position = (start[0], start[1]) if start else (prepared.init_state(), None)
             loop = loop_mod.Loop(prepared.loop_plan(save=saver.save if saver else None), state, stop, position,
-                                 steer=steer)
+                                 steer=steering_hook(steer, replay))
             outcome = loop_mod.run_to_end(loop.events(), emit)
             reason, message = outcome.reason, for_caller(outcome.message)
             if "test" in prepared.source.eval_plans and reason in (ev.COMPLETED, ev.EARLY_STOPPED):
@@ -148,6 +162,16 @@ def _fit(model, data, *, sinks, config, steer=None, displays=None):
               chunks=prepared.program.chunks, loss_name=prepared.loss_name, state=loop.state, position=loop.position)
     record(run)
     return run
+
+
+def _weights_view(prepared, history, step: int, weights):
+    """A Run on a copy of a running fit's weights (`run.snapshot()`): evaluate, predict or generate with them while
+    the fit goes on."""
+    from jupyter_llm.fitting.run import Run
+
+    return Run(model=nnx.merge(prepared.graphdef_eval, *weights), config=prepared.config, dataset=prepared.dataset,
+               source=prepared.source, history_sink=history, chunks=prepared.program.chunks,
+               loss_name=prepared.loss_name, state=None, at_step=step)
 
 
 def config_options(config: FitConfig) -> dict:

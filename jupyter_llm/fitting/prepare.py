@@ -116,6 +116,15 @@ class PreparedFit:
         self.dispatches_per_epoch = -(-src.steps_per_epoch // self.steps_per_dispatch)
         self.padded_steps = self.dispatches_per_epoch * self.steps_per_dispatch
 
+    def is_step_boundary(self, step: int) -> bool:
+        """Whether the loop stands between two compiled calls after `step` steps (where `run.set` takes effect)."""
+        spe, k = self.source.steps_per_epoch, self.steps_per_dispatch
+        if not 1 <= step <= self.steps_total:
+            return False
+        epoch = (step - 1) // spe
+        into, limit = step - epoch * spe, min(spe, self.steps_total - epoch * spe)
+        return into == limit or (into % k == 0 and into < limit)
+
     def logged_names(self) -> set[str]:
         """The quantities the history will hold (what --monitor may name)."""
         train = set(self.source.derive({"loss": 1.0, **{m: 1.0 for m in self.metrics}}))

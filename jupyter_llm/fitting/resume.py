@@ -14,6 +14,7 @@ import jax
 
 from jupyter_llm.errors import ConfigError
 from jupyter_llm.fitting.save import data_origin, data_tokenizer, saved_meta
+from jupyter_llm.options import speaks_flags
 from jupyter_llm.train.loop import Position
 from jupyter_llm.train.state import fresh_copy, init_state
 
@@ -77,8 +78,18 @@ def resume_point(config, prepared):
     source = config.resume
     if source is None or source is False:
         return None
+    from jupyter_llm.fitting.background import BackgroundRun
     from jupyter_llm.fitting.run import Run
 
+    if isinstance(source, BackgroundRun):  # a background fit's handle: the Run it ended with
+        if source.running and not source.is_own_thread():
+            queue = f"--after {source.name}" if speaks_flags() else f"after={source.name}"
+            raise ConfigError(f"Cannot resume {source.name} while it runs: stop it ({source.name}.stop()) or wait "
+                              f"for it ({source.name}.wait()), or queue this fit behind it with {queue}.")
+        if source.result is None:
+            raise ConfigError(f"{source.name} has no state to resume from: it failed ({source.name}.error) or was "
+                              "stopped while queued.")
+        source = source.result
     like = jax.eval_shape(lambda p, r: init_state(p, r, prepared.optimizer, copy=False), prepared.params, prepared.rest)
     if isinstance(source, EarlierRun):
         raise ConfigError("This config's resume= is a note of the Run it continued, not the Run: pass the Run itself "

@@ -44,7 +44,8 @@ class Run:
     """
 
     def __init__(self, *, model, config, dataset, source, history_sink, chunks, loss_name: str, state, position=None,
-                 loaded_from: str | None = None, tokenizer=None):
+                 loaded_from: str | None = None, tokenizer=None, at_step: int | None = None):
+        """`at_step`: this Run holds a copy of a running fit's weights after that step (`run.snapshot()`)."""
         self.model = model
         self.config = config
         self.dataset = dataset
@@ -56,6 +57,7 @@ class Run:
         self.position = position  # where the loop stood (epoch, chunk, partial sums), for resuming
         self.loaded_from = loaded_from  # the folder `jl.load` read this run from (None: fitted in this process)
         self._tokenizer = tokenizer  # a loaded run's tokenizer (a fitted run's is its data's)
+        self._at_step = at_step
 
     # -- what happened ---------------------------------------------------------------------------------------
     @property
@@ -78,10 +80,14 @@ class Run:
 
     @property
     def reason(self) -> str:
+        if self._at_step is not None:
+            return "running"
         return self._sink.end.reason if self._sink.end else "failed"
 
     @property
     def step(self) -> int:
+        if self._at_step is not None:
+            return self._at_step
         return self._sink.end.step if self._sink.end else 0
 
     @property

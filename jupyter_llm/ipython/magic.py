@@ -18,7 +18,7 @@ from jupyter_llm.ipython.parse import TrainArgs, parse_generate_line, parse_lr_f
 from jupyter_llm.options import speaking_flags
 
 # options that may name an object in the namespace, with the names that stay the built-ins
-_FIT_OBJECT_OPTIONS = {"optimizer": OPTIMIZERS, "loss": LOSSES}
+_FIT_OBJECT_OPTIONS = {"optimizer": OPTIMIZERS, "loss": LOSSES, "changes": ()}
 
 
 
@@ -35,15 +35,16 @@ class TrainMagics(Magics):
             if not result.success:
                 raise UsageError("The cell body raised an error (shown above), so training did not start.")
         model, data, options = self._resolve(args)
+        after = self._after(args)
         import jupyter_llm as jl
 
         try:
             with speaking_flags():
-                run = jl.fit(model, data, background=args.background, cluster=args.cluster,
+                run = jl.fit(model, data, background=args.background, after=after, cluster=args.cluster,
                              cluster_profile=args.cluster_profile, **options)
         except JupyterLLMError as exc:
             raise UsageError(str(exc)) from None
-        if args.background:
+        if args.background or after is not None:
             run.name = args.out
         self.shell.push({args.out: run})
 
@@ -142,6 +143,26 @@ class TrainMagics(Magics):
             if isinstance(value, str) and value not in built_in and value in ns and not isinstance(ns[value], str):
                 options[name] = ns[value]  # a built-in name always means the built-in
         return model, data, options
+
+    def _after(self, args):
+        """The fit --after names: a background fit's handle (or a finished Run) in the namespace."""
+        if args.after is None:
+            return None
+        from jupyter_llm.fitting.background import BackgroundRun
+        from jupyter_llm.fitting.run import Run
+
+        ns = self.shell.user_ns
+        if args.after not in ns:
+            raise UsageError(f"--after {args.after!r} names nothing in the notebook. Give the name a background fit "
+                             "is bound to (its --out, e.g. --after run).")
+        after = ns[args.after]
+        if not isinstance(after, (BackgroundRun, Run)):
+            raise UsageError(f"--after {args.after!r} is {a_or_an(type(after).__name__)}, not a fit. Give the name "
+                             "a background fit is bound to (its --out, e.g. --after run).")
+        if args.out == args.after:
+            raise UsageError(f"--out {args.out!r} is also --after: the queued fit would replace the one it waits "
+                             f"for in the notebook. Bind it to another name, e.g. --out {args.after}2.")
+        return after
 
     def _check_out(self, args) -> None:
         """Refuse an --out that would overwrite what the next cell needs: the model, the data, or a module."""

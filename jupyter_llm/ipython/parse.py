@@ -19,6 +19,7 @@ class TrainArgs:
     cluster: int | None = None  # engines to run the fit on
     cluster_profile: str | None = None
     background: bool = False
+    after: str | None = None  # the name of the background fit to queue behind
     fit_options: dict = field(default_factory=dict)  # only the options the user gave; fit supplies defaults
 
 
@@ -32,7 +33,9 @@ def parse_train_line(line: str, prog: str = "%%train", *, python_names: bool = T
     options = options or all_options()
     parsed = vars(build_parser(prog, options).parse_args(argv))
     magic = {o.name: parsed.pop(o.name, o.default) for o in options if not o.fit_option}
-    for name in ("model", "out") if python_names else ():
+    for name in ("model", "out", "after") if python_names else ():
+        if magic.get(name) is None:
+            continue
         if not str(magic[name]).isidentifier() or keyword.iskeyword(str(magic[name])):
             raise ConfigError(f"--{name} must be a Python name (not a keyword), got {magic[name]!r}.")
     given = {k for k, v in parsed.items() if v is not None}  # what the user set: fit supplies the defaults

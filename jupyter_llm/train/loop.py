@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from jupyter_llm import events as ev
 from jupyter_llm.train.monitor import PLATEAU_FACTOR, Monitor
+from jupyter_llm.train.schedule import scale_for
 from jupyter_llm.train.state import TrainState
 
 MAX_IN_FLIGHT = 2
@@ -116,8 +118,9 @@ class Loop:
     """Runs a plan; `state` always holds the newest state whose dispatch was issued (never a deleted buffer)."""
 
     def __init__(self, plan: LoopPlan, state: TrainState, should_stop: Callable[[], bool],
-                 start: Position | None = None, steer: Callable[[int], dict] | None = None):
-        """`steer(step)`, called between dispatches, may wait (a pause) and returns the numbers to change now."""
+                 start: Position | None = None, steer: Callable[[int, Callable], dict] | None = None):
+        """`steer(step, weights)`, called between dispatches, may wait (a pause) and returns the numbers to change
+        now; `weights()` gives it a device copy of the weights at `step` (a snapshot someone asked for)."""
         self.plan, self.state, self.should_stop, self.steer = plan, state, should_stop, steer
         self.start = start or Position()
         self.position = Position(**vars(self.start))
@@ -174,6 +177,11 @@ class Loop:
                 out[k] = total[k] / measured
         return out
 
+    def weights(self):
+        """A device copy of the newest state's (params, rest), made before the next dispatch donates them: an
+        asynchronous copy, no host sync."""
+        return jax.tree.map(jnp.copy, (self.state.params, self.state.rest))
+
     def _lr(self) -> float | None:
         return None if self.plan.lr_at is None else self.plan.lr_at(self.step, self.lr_scale)
 
@@ -212,7 +220,13 @@ class Loop:
             pos.lr_scale, pos.numbers = self.lr_scale, dict(self.numbers)
 
         profiler = _Profiler(*plan.profile, first_step=self.step) if plan.profile else None
-        for epoch in range(self.start.epoch, plan.epochs):
+        first_epoch = self.start.epoch
+        if self.should_stop() and first_epoch < plan.epochs:  # asked for during compilation: nothing trains
+            reason, first_epoch = ev.INTERRUPTED, plan.epochs
+            if plan.save is not None and self.start.step == 0:  # a resumed fit's checkpoint is there already
+                remember(self.start.epoch, self.start.dispatch)
+                plan.save(self.state, pos)
+        for epoch in range(first_epoch, plan.epochs):
             self.epoch = epoch + 1
             limit = min(plan.steps_per_epoch, plan.steps_total - epoch * plan.steps_per_epoch)
             idx, w = plan.plan_epoch(epoch, limit)
@@ -233,7 +247,7 @@ class Loop:
                 if profiler is not None:
                     profiler.after(self.step, self.state)
                 if self.steer is not None:
-                    changes = self._apply(self.steer(self.step))
+                    changes = self._apply(self.steer(self.step, self.weights))
                     if changes:
                         yield ev.Control(self.step, changes)
                 stop = self.should_stop()
@@ -331,9 +345,14 @@ class Loop:
         for key, value in changes.items():
             if key == "lr":
                 base = self.plan.lr_at(self.step, 1.0) if self.plan.lr_at else 0.0
-                if base > 0:
-                    self.lr_scale = float(value) / base
-                    done["lr"] = float(value)
+                scale = scale_for(float(value), base)
+                if scale is None:  # refused where it is asked for (run.set); here only if the rate fell to 0 since
+                    warnings.warn(f"run.set(lr={value:g}) was not applied at step {self.step}: the schedule's "
+                                  f"learning rate there is {base:g}, and a learning rate set while a fit runs "
+                                  "multiplies the schedule, which leaves 0 at 0.", RuntimeWarning, stacklevel=2)
+                    continue
+                self.lr_scale = scale
+                done["lr"] = float(value)
             else:
                 self.numbers[key] = done[key] = float(value)
         if done:

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from jupyter_llm.config import FLOAT32_MAX, FLOAT32_TINY
 from jupyter_llm.errors import ConfigError
 
 KINDS = ("constant", "cosine", "exponential", "step", "onecycle")
@@ -66,3 +67,13 @@ def _onecycle(c, n: dict, xp):
     up = peak + (start - peak) / 2.0 * (xp.cos(math.pi * c / xp.maximum(rise, 1.0)) + 1)
     down = low + (peak - low) / 2.0 * (xp.cos(math.pi * (c - rise) / xp.maximum(total - rise, 1.0)) + 1)
     return xp.where(c < rise, up, xp.where(c < total, down, low))
+
+
+def scale_for(lr: float, base: float) -> float | None:
+    """The multiplier that turns the schedule's rate `base` into `lr` (how `run.set(lr=...)` acts, so the schedule
+    goes on in proportion); None where none does: a rate of 0 stays 0 whatever it is multiplied by, and the device
+    computes in float32, where a rate below its smallest normal number is 0 too, or the multiplier infinite."""
+    if not base >= FLOAT32_TINY:
+        return None
+    scale = lr / base
+    return scale if scale <= FLOAT32_MAX else None
