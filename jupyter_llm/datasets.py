@@ -1,5 +1,6 @@
-"""Data for a fit: `load(name)` for built-in sets, `text(...)` for language models, `text_classification(...)`
-for labelled texts, and the `Dataset` / `TextCorpus` containers.
+"""Data for a fit: `load(name)` for built-in sets, `text(...)` for language models, `instructions(...)` for
+fine-tuning one on (prompt, response) pairs, `text_classification(...)` for labelled texts, and the `Dataset` /
+`TextCorpus` containers.
 
 Built-in names: `digits` (embedded), `mnist` and `fashion_mnist` (downloaded once, checksummed, cached),
 `tinyshakespeare` (a TextCorpus, character-level), `sentiment` (the UCI sentiment-labelled sentences).
@@ -13,6 +14,7 @@ from __future__ import annotations
 from jupyter_llm.data.catalog import available, load
 from jupyter_llm.data.classification import text_classification
 from jupyter_llm.data.dataset import Dataset
+from jupyter_llm.data.instructions import instructions
 from jupyter_llm.data.text import TextCorpus, text
 
-__all__ = ["Dataset", "TextCorpus", "available", "load", "text", "text_classification"]
+__all__ = ["Dataset", "TextCorpus", "available", "instructions", "load", "text", "text_classification"]

@@ -363,5 +363,84 @@ notebook("scaling", [
 ])
 
 
+notebook("finetune_gpt2", [
+    md(badges("finetune_gpt2") + "# Teach GPT-2 to follow instructions, with LoRA\n\n"
+       "Fifty questions with short answers in one JSON Lines file, GPT-2 (124 M parameters) and a `%%train --lora 8` "
+       "cell: only low-rank adapters train (about 1.2 M numbers), the loss counts the answers' tokens and not the "
+       "questions', and every answer ends with GPT-2's `<|endoftext|>`, so the model learns where to stop. Then "
+       "it answers questions it never saw, and the fine-tuned model is saved in Hugging Face's format."),
+    code(INSTALL),
+    code("%load_ext jupyter_llm"),
+    md("The model: GPT-2 by name, downloaded once (548 MB, checked against its SHA-256). The test suite sets "
+       "`JUPYTER_LLM_SMOKE=1`; then a tiny GPT-2 built in this notebook stands in for it, so the test never "
+       "touches the network."),
+    parameters("import os\n\n"
+               "smoke = bool(os.environ.get(\"JUPYTER_LLM_SMOKE\"))\n"
+               "checkpoint = \"gpt2\"\n"
+               "epochs = 20 if smoke else 10\n"
+               "lr = 1e-2 if smoke else 1e-3"),
+    md("The data: one object per line with a `prompt` and a `response` (the copy in this repository, or fetched "
+       "from it on Colab)."),
+    code("local = \"data/instructions.jsonl\"\n"
+         "if not os.path.exists(local):\n"
+         "    import urllib.request\n\n"
+         "    os.makedirs(\"data\", exist_ok=True)\n"
+         f"    url = \"https://raw.githubusercontent.com/{REPO}/main/notebooks/\" + local\n"
+         "    urllib.request.urlretrieve(url, local)\n"
+         "print(\"\".join(open(local).readlines()[:3]))"),
+    md("Only under test: the stand-in. A byte-level BPE with `<|endoftext|>`, trained on some Shakespeare and the "
+       "questions; a 2-layer GPT pretrained on that Shakespeare for 200 steps; both saved as GPT-2 is published "
+       "(`config.json`, `model.safetensors`, `tokenizer.json`), so what follows reads it as it reads GPT-2."),
+    code("if smoke:\n"
+         "    import tempfile\n"
+         "    from jupyter_llm.data.tokenizers import BPETokenizer\n\n"
+         "    text = open(\"data/tinyshakespeare.txt\").read()[:200_000]\n"
+         "    bpe = BPETokenizer.train(text + open(local).read(), 512, end_token=True)\n"
+         "    tiny = jl.models.GPT(vocab_size=bpe.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=64,\n"
+         "                         rngs=nnx.Rngs(0))\n"
+         "    jl.fit(tiny, jl.datasets.text(text, tokenizer=bpe, block_size=64), steps=200, batch_size=16, lr=3e-3,\n"
+         "           display=\"none\")\n"
+         "    checkpoint = tiny.save_pretrained(tempfile.mkdtemp(prefix=\"tiny-gpt2-\"), tokenizer=bpe)"),
+    md("Each example becomes `template(prompt) + response + <|endoftext|>` in GPT-2's tokens. The targets of the "
+       "prompt's tokens are -1: the loss leaves them out. `packing=False` gives each example a row of its own, "
+       "starting at position 0 as a prompt does when you generate (the default, packing, fills rows with several "
+       "examples: less padding on a large set). The last tenth of the examples is held out for validation."),
+    code("data = jl.datasets.instructions(local, tokenizer=checkpoint, packing=False)\n"
+         "tok, (x, y) = data.meta[\"tokenizer\"], data.train\n"
+         "first = int((y[0] >= 0).argmax())  # the first position with a target: the prompt's last token\n"
+         "print(data.description)\n"
+         "print(\"prompt, no loss:\", repr(tok.decode(x[0][:first + 1])))\n"
+         "print(\"targets, loss:  \", repr(tok.decode(y[0][y[0] >= 0])))"),
+    md("Fine-tune: rank-8 adapters on every linear layer of the blocks; GPT-2's own weights stay frozen."),
+    code("%%train --lora 8 --epochs $epochs --batch-size 8 --lr $lr --seed 0\n"
+         "model = jl.models.GPT.from_pretrained(checkpoint)"),
+    code("h = run.history\n"
+         "print(f\"validation loss on the answers: {h['val_loss'][0]:.2f} after the first epoch, \"\n"
+         "      f\"{h['val_loss'][-1]:.2f} at the end; next-token accuracy {h['val_accuracy'][-1]:.0%}\")\n"
+         "assert h[\"val_loss\"][-1] < h[\"val_loss\"][0]\n"
+         "if smoke:\n"
+         "    assert h[\"val_loss\"][-1] < 4.1, h[\"val_loss\"]  # the stand-in, measured: 4.35 -> 3.73"),
+    md("Ask in the template's words (`data.meta[\"template\"]`); greedy decoding (`--temperature 0`). IPython "
+       "puts the question into the line where it says `{question}`."),
+    code("question = data.meta[\"template\"].replace(\"{prompt}\", \"What is the opposite of fast?\")"),
+    code("%generate --tokens 12 --temperature 0 \"{question}\""),
+    code("end = tok.decode([data.meta[\"end_id\"]])\n"
+         "for q in [\"What is the plural of goose?\", \"What colour is milk?\", \"What sound does a lion make?\",\n"
+         "          \"What is the capital of Chile?\"]:\n"
+         "    answer = run.generate(data.meta[\"template\"].replace(\"{prompt}\", q), 16, temperature=0)\n"
+         "    print(f\"{q:32} {answer.split(end)[0]}\")"),
+    md("Save the fine-tuned model (adapters merged into the weights) with its tokenizer, in the format "
+       "`transformers` and `GPT.from_pretrained` read, and load it back."),
+    code("import numpy as np\n"
+         "import tempfile\n\n"
+         "folder = run.save_pretrained(os.path.join(tempfile.mkdtemp(), \"gpt2-instructions\") if smoke\n"
+         "                             else \"gpt2-instructions\")\n"
+         "print(sorted(p.name for p in folder.iterdir()))\n"
+         "tuned = jl.models.GPT.from_pretrained(folder)\n"
+         "ids = tok.encode(question)[None]\n"
+         "np.testing.assert_allclose(tuned(ids), run.model(ids), atol=1e-4)  # the merged model is the adapted one"),
+])
+
+
 if __name__ == "__main__":
     main()

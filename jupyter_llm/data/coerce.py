@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jupyter_llm.data import aligned
-from jupyter_llm.data.dataset import Dataset
+from jupyter_llm.data.dataset import IGNORED, Dataset
 from jupyter_llm.data.subset import Subset, parts, row_index, size
 from jupyter_llm.errors import ConfigError, DataError, a_or_an
 
@@ -212,10 +212,16 @@ def _check_labels(ds: Dataset) -> None:
 
 
 def check_class_labels(y: np.ndarray, num_classes: int, split: str) -> None:
-    """Integer class labels must lie in [0, num_classes)."""
+    """Integer class labels must lie in [0, num_classes); labels of a sequence (one per position) may also be -1,
+    IGNORED, a position the loss leaves out (train/losses.py)."""
     if y.dtype.kind not in "iu" or y.size == 0:
         return
     lo, hi = int(y.min()), int(y.max())
+    if y.ndim > 1 and lo >= IGNORED and hi < num_classes:
+        return
+    if y.ndim > 1 and hi < num_classes:
+        raise DataError(f"The {split} labels go down to {lo}; labels of a sequence must be integers in "
+                        f"[0, {num_classes - 1}], or {IGNORED} for a position the loss leaves out.")
     if lo < 0 or hi >= num_classes:
         raise DataError(f"The {split} labels range over [{lo}, {hi}] but the model has {num_classes} classes; "
                         f"labels must be integers in [0, {num_classes - 1}]. Check the labels or give the model "

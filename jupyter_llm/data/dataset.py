@@ -13,6 +13,7 @@ import numpy as np
 
 from jupyter_llm.data import subset
 
+IGNORED = -1  # an integer label of a sequence position that no loss or metric counts (train/losses.py)
 Split = tuple  # (x, y) pair of arrays with equal leading dimension, or a `Subset` (rows of such a pair)
 
 

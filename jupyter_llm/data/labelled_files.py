@@ -85,25 +85,35 @@ def _read_delimited(p: Path, body: str, delimiter: str, text_col: str, label_col
     return rows
 
 
-def _read_json_records(p: Path, body: str, text_col: str, label_col: str):
-    stripped = body.lstrip()
-    if stripped.startswith("["):  # a .json file holding one array of objects
+def json_objects(p: Path, body: str, fields: Sequence[str]) -> tuple[list[tuple[int, object]], str]:
+    """The values of a JSON Lines text (one per line, blank lines skipped) or of a .json array, each with its line
+    (or record) number, and which of the two that number is: "line" or "record". `fields` name the fields the
+    caller wants, for the example in the message about a line that is not JSON."""
+    if body.lstrip().startswith("["):  # a .json file holding one array of objects
         try:
-            records = list(enumerate(json.loads(body), 1))
+            return list(enumerate(json.loads(body), 1)), "record"
         except json.JSONDecodeError as exc:
             raise DataError(f"{str(p)!r} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
-        where = "record"
-    else:  # JSON Lines: one object per line
-        records = []
-        for n, line in enumerate(body.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append((n, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"Line {n} of {str(p)!r} is not a JSON object ({exc.msg}); a JSON Lines file "
-                                "holds one object per line, like {\"text\": \"...\", \"label\": \"...\"}.") from None
-        where = "line"
+    records, example = [], "{" + ", ".join(f'"{f}": "..."' for f in fields) + "}"
+    for n, line in enumerate(body.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((n, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"Line {n} of {str(p)!r} is not a JSON object ({exc.msg}); a JSON Lines file holds one "
+                            f"object per line, like {example}.") from None
+    return records, "line"
+
+
+def read_json_objects(p: Path, fields: Sequence[str]) -> tuple[list[tuple[int, object]], str]:
+    """`json_objects` of the file `p`, with the file's own mistakes (missing, a folder, not UTF-8) reported."""
+    _check_path(p)
+    return json_objects(p, _read_file_text(p), fields)
+
+
+def _read_json_records(p: Path, body: str, text_col: str, label_col: str):
+    records, where = json_objects(p, body, (text_col, label_col))
     rows = []
     for i, (n, rec) in enumerate(records):
         if not isinstance(rec, dict):

@@ -41,7 +41,9 @@ class ArraySource:
                             f"use --batch-size {self.n} or less.")
         self.dataset, self.batch_size, self.layout = dataset, batch_size, layout
         self.steps_per_epoch = math.ceil(self.n / batch_size)
-        self.units_per_step = batch_size
+        # rows of token ids (jl.datasets.instructions) are counted in tokens, as a language model's windows are
+        self.unit = "tokens" if dataset.meta.get("unit") == "tokens" else "examples"
+        self.units_per_step = batch_size * (x.shape[1] if self.unit == "tokens" else 1)
         self.example = x[:2]
         self.labels = y  # all of them, a Subset's arrays too: the loss is inferred from what the user gave
         splits = {"train": dataset.train, "validation": dataset.validation, "test": dataset.test}

@@ -30,6 +30,7 @@ BPE_MAX_VOCAB = 2**20  # `tokenizers` reserves memory for the whole vocabulary u
 PAD_ID, UNK_ID = 0, 1  # of the classification tokenizers: 0 is what `models.TextClassifier` masks out
 PAD, UNK = "<pad>", "<unk>"
 _EOT = "<|endoftext|>"  # GPT-2's end-of-text token, a special token of its vocabulary
+END_CHAR = "\x03"  # ASCII's END OF TEXT: the end token of a character vocabulary that has one (`end_of_text_id`)
 
 
 class CharTokenizer:
@@ -77,8 +78,10 @@ class BPETokenizer:
         self._tok = tokenizer
 
     @classmethod
-    def train(cls, text: str, vocab_size: int = 512, *, name: str = "vocab_size") -> "BPETokenizer":
-        """`name`: how the caller spells the size (`max_vocab` in text_classification), for the error message."""
+    def train(cls, text: str, vocab_size: int = 512, *, name: str = "vocab_size",
+              end_token: bool = False) -> "BPETokenizer":
+        """`name`: how the caller spells the size (`max_vocab` in text_classification), for the error message;
+        `end_token`: give the vocabulary GPT-2's <|endoftext|> as a special token (id 0), as instruction data needs."""
         vocab_size = check_bpe_vocab_size(vocab_size, name)
         try:
             from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -89,7 +92,7 @@ class BPETokenizer:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+                                      special_tokens=[_EOT] if end_token else [], show_progress=False)
         tok.train_from_iterator([text], trainer=trainer)
         return cls(tok)
 
@@ -190,15 +193,17 @@ def _byte_level_bpe(vocab: Path, merges: Path):
     return tok
 
 
-def make_tokenizer(kind, text: str, vocab_size: int | None = None, *, name: str = "vocab_size"):
+def make_tokenizer(kind, text: str, vocab_size: int | None = None, *, name: str = "vocab_size",
+                   end_token: bool = False):
     """A tokenizer for `text`: "char" or "bpe" are trained on it, a pretrained name ("gpt2") or the path of a
-    tokenizer file or folder is read as it is. `name` is how the caller spells `vocab_size`, for error messages."""
+    tokenizer file or folder is read as it is. `name` is how the caller spells `vocab_size`, for error messages;
+    `end_token` gives a trained vocabulary an end-of-text token (`end_of_text_id`)."""
     if not isinstance(kind, (str, os.PathLike)):
         return kind  # an already built tokenizer
     if kind == "char":
-        return CharTokenizer.train(text)
+        return CharTokenizer.train(text + END_CHAR if end_token else text)
     if kind == "bpe":
-        return BPETokenizer.train(text, 512 if vocab_size is None else vocab_size, name=name)
+        return BPETokenizer.train(text, 512 if vocab_size is None else vocab_size, name=name, end_token=end_token)
     pretrained = isinstance(kind, str) and kind in hub.TOKENIZER_OF
     if pretrained or isinstance(kind, os.PathLike) or _looks_like_path(kind):
         if vocab_size is not None:
@@ -210,6 +215,16 @@ def make_tokenizer(kind, text: str, vocab_size: int | None = None, *, name: str 
     raise ConfigError(f"Unknown tokenizer {kind!r}; use 'char', 'bpe', a pretrained one "
                       f"({', '.join(hub.TOKENIZER_OF)}) or the path of a tokenizer.json or of a folder holding one."
                       f"{hint}")
+
+
+def end_of_text_id(tok) -> int | None:
+    """The token that ends a document: <|endoftext|> in a BPE vocabulary (GPT-2's 50256), END_CHAR (U+0003,
+    ASCII's END OF TEXT) in a character one; None when the vocabulary has neither."""
+    if isinstance(tok, BPETokenizer):
+        return tok.start_id
+    if isinstance(tok, CharTokenizer):
+        return tok._index.get(END_CHAR)
+    return None
 
 
 def _looks_like_path(kind: str) -> bool:

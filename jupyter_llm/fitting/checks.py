@@ -89,10 +89,12 @@ def check_outputs(model, dataset, loss_name: str, out_shape: tuple) -> None:
     if loss_name != "cross_entropy":
         return
     name, classes = type(model).__name__, out_shape[-1]
+    vocab = dataset.vocab_size if isinstance(dataset, TextCorpus) else dataset.meta.get("vocab_size")
+    if vocab is not None and vocab > classes:  # a corpus, or rows of tokens (jl.datasets.instructions)
+        what = "corpus" if isinstance(dataset, TextCorpus) else "data's tokenizer"
+        raise ModelError(f"{name} predicts {classes} tokens but the {what} has a vocabulary of {vocab}; build it "
+                         f"with vocab_size={vocab}, or tokenize with the model's own tokenizer.")
     if isinstance(dataset, TextCorpus):
-        if dataset.vocab_size > classes:
-            raise ModelError(f"{name} predicts {classes} tokens but the corpus has a vocabulary of "
-                             f"{dataset.vocab_size}; build it with vocab_size={dataset.vocab_size}.")
         return
     if dataset.num_classes is not None and dataset.num_classes != classes:
         raise ModelError(f"{name} outputs {classes} values per example but the data has {dataset.num_classes} "
@@ -100,6 +102,22 @@ def check_outputs(model, dataset, loss_name: str, out_shape: tuple) -> None:
     for split_name, split in (("train", dataset.train), ("validation", dataset.validation), ("test", dataset.test)):
         if split is not None:
             check_class_labels(split[1], classes, split_name)
+
+
+def check_rows_context(config, model, dataset) -> None:
+    """Rows of tokens cut to a length when the data was built (jl.datasets.instructions' block_size) against the
+    model's context, and --block-size, which sets the windows of a text corpus only."""
+    block = None if isinstance(dataset, TextCorpus) else dataset.meta.get("block_size")
+    if block is None:
+        return
+    if config.block_size and config.block_size != block:
+        raise ConfigError(f"--block-size {config.block_size} does not apply to this data: its rows were cut to "
+                          f"{block} tokens when it was built; build it again with block_size={config.block_size} "
+                          "and leave --block-size out.")
+    context = getattr(model, "block_size", None)
+    if isinstance(context, int) and block > context:
+        raise ConfigError(f"The data's rows are {block} tokens long, more than the model's context of {context}; "
+                          f"build the data with block_size={context} (or less).")
 
 
 def check_sampling(config, model, dataset) -> None:

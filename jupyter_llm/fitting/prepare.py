@@ -66,6 +66,7 @@ class PreparedFit:
         checks.check_trainable(model, self.params)
         sizes = config.mesh_sizes
         self.layout = data_parallel(config.batch_size) if sizes is None else from_mesh(sizes, config.batch_size, model)
+        checks.check_rows_context(config, model, dataset)
         self.source = self._make_source()
         out_shape, out_dtype = checks.check_model_input(model, self.graphdef_eval, self.params, self.rest,
                                                         self.source.example)

@@ -2,6 +2,11 @@
 
 Per-example values let the step weight every example (padding of the last batch gets weight 0), so epoch means are
 exact. Outputs with extra dimensions (a language model's (B, T, V) logits) are averaged over them per example.
+
+Integer sequence labels (B, T) may hold -1, IGNORED: a position no loss or accuracy counts (the prompt of an
+instruction example, the padding after it; `data/instructions.py`). The value of such an example is the mean over its
+labelled positions, 0 when it has none. One label per example (classification) has no such marker: those labels are
+checked to lie in [0, classes) before a fit, and their loss is computed as before, at the same cost.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jupyter_llm.data.dataset import IGNORED
 from jupyter_llm.errors import ConfigError, DataError
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -22,10 +28,27 @@ def _per_example(values: jax.Array) -> jax.Array:
     return values.reshape(values.shape[0], -1).mean(axis=1) if values.ndim > 1 else values
 
 
+def _labelled_mean(values: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per example, the mean of `values` over the positions whose integer label is not negative (0 if none)."""
+    keep = (labels > IGNORED).reshape(labels.shape[0], -1)
+    values = jnp.where(keep, values.reshape(values.shape[0], -1), 0.0)  # where, not *: 0 * inf would be NaN
+    return values.sum(axis=1) / jnp.maximum(keep.sum(axis=1), 1).astype(values.dtype)
+
+
+def _is_sequence(labels) -> bool:
+    """Integer labels with positions (B, T, ...): the ones that may hold IGNORED."""
+    return labels.ndim > 1 and jnp.issubdtype(labels.dtype, jnp.integer)
+
+
 def cross_entropy(logits, labels):
-    """Softmax cross-entropy with integer class labels, or one-hot / soft labels of the logits' shape."""
+    """Softmax cross-entropy with integer class labels (negative ones ignored in sequences), or one-hot / soft labels
+    of the logits' shape."""
     if labels.shape == logits.shape and jnp.issubdtype(labels.dtype, jnp.floating):
         return _per_example(optax.softmax_cross_entropy(logits, labels))
+    if _is_sequence(labels):
+        labels = labels.astype(jnp.int32)
+        values = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+        return _labelled_mean(values, labels)
     return _per_example(optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32)))
 
 
@@ -45,6 +68,8 @@ def accuracy(logits, labels):
     """Fraction of correct arg-max predictions (integer or one-hot labels)."""
     if labels.shape == logits.shape:
         labels = jnp.argmax(labels, axis=-1)
+    elif _is_sequence(labels):
+        return _labelled_mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), labels)
     return _per_example((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
 
 
@@ -98,9 +123,13 @@ def resolve_loss(loss, y, output_shape, task) -> tuple[str, LossFn, dict[str, Lo
 
 
 def smoothed(loss_fn: LossFn, smoothing: float) -> LossFn:
-    """Cross-entropy against labels smoothed towards uniform (integer or one-hot labels)."""
+    """Cross-entropy against labels smoothed towards uniform (integer or one-hot labels). An IGNORED position's
+    one-hot row is all zeros, which smoothing would turn into a uniform target of mass `smoothing`: it is masked."""
 
     def per_example(logits, labels):
+        if labels.shape != logits.shape and _is_sequence(labels):
+            targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), smoothing)
+            return _labelled_mean(optax.softmax_cross_entropy(logits, targets), labels)
         if labels.shape != logits.shape:
             labels = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
         return loss_fn(logits, optax.smooth_labels(labels.astype(logits.dtype), smoothing))
