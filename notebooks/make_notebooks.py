@@ -424,11 +424,12 @@ notebook("finetune_gpt2", [
        "puts the question into the line where it says `{question}`."),
     code("question = data.meta[\"template\"].replace(\"{prompt}\", \"What is the opposite of fast?\")"),
     code("%generate --tokens 12 --temperature 0 \"{question}\""),
-    code("end = tok.decode([data.meta[\"end_id\"]])\n"
-         "for q in [\"What is the plural of goose?\", \"What colour is milk?\", \"What sound does a lion make?\",\n"
+    md("Generation stops at `<|endoftext|>` (`stop_at_end=True`, the default), as `transformers` stops at its "
+       "end-of-sequence token."),
+    code("for q in [\"What is the plural of goose?\", \"What colour is milk?\", \"What sound does a lion make?\",\n"
          "          \"What is the capital of Chile?\"]:\n"
          "    answer = run.generate(data.meta[\"template\"].replace(\"{prompt}\", q), 16, temperature=0)\n"
-         "    print(f\"{q:32} {answer.split(end)[0]}\")"),
+         "    print(f\"{q:32} {answer}\")"),
     md("Save the fine-tuned model (adapters merged into the weights) with its tokenizer, in the format "
        "`transformers` and `GPT.from_pretrained` read, and load it back."),
     code("import numpy as np\n"

@@ -150,7 +150,9 @@ def test_a_fit_teaches_the_answers(tuned):
     assert h["val_accuracy"][-1] == 1.0
     assert run.tokenizer is data.meta["tokenizer"]
     for prompt, answer in PAIRS[:2]:  # greedy decoding gives the trained answer, then the end token
-        assert run.generate(_fill(prompt, TEMPLATE), 10, temperature=0).startswith(answer + EOT)
+        assert run.generate(_fill(prompt, TEMPLATE), 10, temperature=0, stop_at_end=False).startswith(answer + EOT)
+        assert run.generate(_fill(prompt, TEMPLATE), 10, temperature=0) == answer  # stopped there
+        assert "".join(run.generate_stream(_fill(prompt, TEMPLATE), 10, temperature=0, chunk=2)) == answer
 
 
 def test_the_gradient_is_that_of_the_response_tokens_alone(tuned):

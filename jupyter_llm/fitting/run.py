@@ -195,29 +195,45 @@ class Run:
         return tok.encode(prompt)
 
     def generate(self, prompt: str = "", max_new_tokens: int = 200, *, temperature: float = 1.0,
-                 top_k: int | None = None, seed: int = 0) -> str:
-        """Text sampled from the trained language model after `prompt` (decoded with the fit's tokenizer)."""
+                 top_k: int | None = None, seed: int = 0, stop_at_end: bool = True) -> str:
+        """Text sampled from the trained language model after `prompt` (decoded with the fit's tokenizer).
+        `stop_at_end`: end the text at the vocabulary's end-of-text token (GPT-2's <|endoftext|>, the end of an
+        instruction's response), which is left out, as transformers stops at its eos token."""
         from jupyter_llm.models.generate import generate
 
         ids = generate(self.model, self._prompt_ids(prompt), max_new_tokens, temperature=temperature, top_k=top_k,
                        seed=seed)
-        return self.tokenizer.decode(ids)
+        ids = np.asarray(ids).reshape(-1).tolist()
+        end = self._end_id() if stop_at_end else None
+        return self.tokenizer.decode(ids[:ids.index(end)] if end in ids else ids)
+
+    def _end_id(self):
+        from jupyter_llm.data.tokenizers import end_of_text_id
+
+        return end_of_text_id(self.tokenizer)
 
     def generate_stream(self, prompt: str = "", max_new_tokens: int = 200, *, temperature: float = 1.0,
-                        top_k: int | None = None, seed: int = 0, chunk: int = 16):
-        """Like `generate`, yielding pieces of text as they are produced (what `%generate` prints)."""
+                        top_k: int | None = None, seed: int = 0, chunk: int = 16, stop_at_end: bool = True):
+        """Like `generate`, yielding pieces of text as they are produced (what `%generate` prints); with
+        `stop_at_end` it ends at the end-of-text token, without computing the chunks after it."""
         from jupyter_llm.models.generate import generate_stream
 
+        end = self._end_id() if stop_at_end else None
         new, shown = [], ""
         for ids in generate_stream(self.model, self._prompt_ids(prompt), max_new_tokens, temperature=temperature,
                                    top_k=top_k, seed=seed, chunk=chunk):
             # decoded as a whole: a character whose bytes span two chunks (byte-level BPE) is never cut in two;
             # a trailing U+FFFD is an incomplete one, held back until its last bytes come
             new.extend(np.asarray(ids).reshape(-1).tolist())
+            ended = end is not None and end in new
+            if ended:
+                new = new[:new.index(end)]
             ready = self.tokenizer.decode(new).rstrip("\ufffd")
             if len(ready) > len(shown) and ready.startswith(shown):
                 yield ready[len(shown):]
                 shown = ready
+            if ended:
+                break
         rest = self.tokenizer.decode(new) if new else ""
         if len(rest) > len(shown):
             yield rest[len(shown):]
