@@ -21,11 +21,12 @@ weights, optimizer state, step), in a rotated order per repeat so a busy machine
     full fine-tune (the same model without PEFT): each step timed (forward, cross-entropy, backward, Adam step),
     the median after the warm-up; `torch.set_num_threads` = the cores JAX uses (`--torch-threads`).
 Checks printed under the tables: the step-0 loss is the same on both sides (same weights, same batch) within 1e-4,
-the losses of every step agree, and the loss falls on every side. Not part of run.py (full mode: about 20 minutes on
-2 cores):
+the losses of every step are compared (the largest gap printed), and the loss falls on every side. Not part of
+run.py (full mode: 49 minutes on 2 cores at load 9-13, the run in results/lora.md; a quiet machine should take a
+third of that, not measured):
 
     python benchmarks/lora.py            # full mode; writes benchmarks/results/lora.md
-    python benchmarks/lora.py --tiny     # seconds: a tiny GPT-2, 2 steps (what the tests run)
+    python benchmarks/lora.py --tiny     # a tiny GPT-2, 2 steps (what the tests run): 70-110 s on the busy 2 cores
 
 PEFT is a benchmark-only extra: `pip install -e ".[bench]"` (or `pip install peft`); without it the PEFT row reads
 "not installed" and the rest runs.
