@@ -137,3 +137,29 @@ def test_nanogpt_parse_and_run(bench_path, tmp_path):
     assert rows[1].reference == [1.97] and "step 300" in rows[1].note
     skipped = gpt.nanogpt_rows(types.SimpleNamespace(nanogpt=None), [15.0], 2, 4, 0, corpus)
     assert skipped[0].ours == [] and "--nanogpt DIR" in skipped[0].note
+
+
+def test_lora_tiny(tmp_path):
+    """The LoRA benchmark (not part of run.py) runs on a tiny GPT-2: one row per configuration, the comparison rows,
+    and its checks pass (same step-0 loss on both sides, losses fall). PEFT is a benchmark-only extra: without it
+    (as in CI) its configuration is skipped, said so, and the rest runs."""
+    import importlib.util
+
+    saved = tmp_path / "lora.md"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "lora.py"), "--tiny", "--save", str(saved)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout
+    out = proc.stdout
+    assert "| configuration | ms/step (median, min–max) | peak RSS MB |" in out
+    for name in ("jl.fit full", "jl.fit LoRA", "PyTorch full"):
+        assert f"| {name} | " in out and f"| {name} | not run |" not in out, out
+    for row in ("GPT-2 LoRA step: jl.fit vs PEFT", "GPT-2 step: jl.fit LoRA vs jl.fit full",
+                "peak RSS freed by LoRA (full − LoRA) vs full's optimizer state", "peak RSS: jl.fit LoRA vs PEFT LoRA"):
+        assert f"| {row} | " in out, out
+    assert "step-0 loss, jl.fit full vs PyTorch full" in out and "FAILED" not in out, out
+    if importlib.util.find_spec("peft") is None:
+        assert "| PEFT LoRA | not run |" in out and "PEFT not installed" in out and "skipped" in proc.stderr
+    else:
+        assert "step-0 loss, jl.fit LoRA vs PEFT LoRA" in out and "| PEFT LoRA | not run |" not in out
+    assert saved.read_text().strip() == out.strip()

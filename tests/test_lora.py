@@ -222,3 +222,16 @@ def _equations(jaxpr):
                 inner = getattr(sub, "jaxpr", None)
                 if inner is not None:
                     yield from _equations(getattr(inner, "jaxpr", inner))
+
+
+def test_a_lora_fit_puts_as_many_steps_in_a_call_as_a_full_one(chars):
+    """The steps per compiled call follow the step's cost, and a LoRA step runs through every frozen weight too:
+    counted by its adapters alone it looked hundreds of times cheaper, and a call held a minute of GPT-2 steps."""
+    from jupyter_llm.config import FitConfig
+    from jupyter_llm.fitting.prepare import PreparedFit
+
+    options = dict(steps=100, batch_size=512, display="none")
+    full = PreparedFit(_small_gpt(chars.vocab_size), chars, FitConfig(**options))
+    adapted = PreparedFit(_small_gpt(chars.vocab_size), chars, FitConfig(lora=4, lora_targets="c_attn", **options))
+    # the cost decides here, not the epoch's length; the adapters add a few weights to the full model's
+    assert 1 < adapted.steps_per_dispatch <= full.steps_per_dispatch < 100
