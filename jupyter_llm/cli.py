@@ -137,17 +137,17 @@ def train(argv: list[str]):
                       local_devices=local)
         else:
             dist.simulate_cpu_devices(local)
+    given = next((a.split("=")[0] for a in argv if a.split("=")[0] in ("--background", "--after")), None)
+    if given:  # a notebook's options, named here for what they are rather than as unknown words
+        raise ConfigError(f"{given} is for a notebook's %%train; the command line trains in the foreground, one fit "
+                          "per process (Ctrl-C stops the fit at the next step boundary, keeping its weights and "
+                          "checkpoint); run a second command after the first to queue a fit.")
     args = parse_train_line(shlex.join(argv), prog=f"{PROG} train", python_names=False,
                             options=command_line_options())
     for name in ("model", "data"):
         if getattr(args, name) is None:
             example = "mlp" if name == "model" else "digits"
             raise ConfigError(f"--{name} is required: e.g. --{name} {example} (see {PROG} train --help).")
-    if args.background or args.after is not None:
-        given = "--background" if args.background else "--after"
-        raise ConfigError(f"{given} is for a notebook's %%train; the command line trains in the foreground, one fit "
-                          "per process (Ctrl-C stops the fit at the next step boundary, keeping its weights and "
-                          "checkpoint); run a second command after the first to queue a fit.")
     options = dict(args.fit_options)
     options.setdefault("display", "text")
     config = make_config(**options)  # checked before the model is built from --seed or any data is read
