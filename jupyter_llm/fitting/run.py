@@ -13,6 +13,7 @@ from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.data.plans import ordered_plan
 from jupyter_llm.errors import ConfigError, DataError
 from jupyter_llm.fitting.prepare import means
+from jupyter_llm.train.metrics import CLASSES, KIND_OF_LOSS
 from jupyter_llm.train.state import split_model, trainable_for
 
 PREDICT_BATCH = 1024
@@ -26,7 +27,8 @@ class Run:
     configuration; `reason` says how the fit ended (completed, interrupted, nan, ...).
     """
 
-    def __init__(self, *, model, config, dataset, source, history_sink, chunks, loss_name: str, state, position=None):
+    def __init__(self, *, model, config, dataset, source, history_sink, chunks, loss_name: str, state, position=None,
+                 output_kind: str | None = None):
         self.model = model
         self.config = config
         self.dataset = dataset
@@ -34,6 +36,7 @@ class Run:
         self._sink = history_sink
         self._chunks = chunks
         self.loss_name = loss_name
+        self.output_kind = output_kind or KIND_OF_LOSS.get(loss_name, CLASSES)  # how outputs read: train/metrics.py
         self.state = state  # the final TrainState (optimizer included), for resuming
         self.position = position  # where the loop stood (epoch, chunk, partial sums), for resuming
 
@@ -128,8 +131,25 @@ class Run:
             spec = jax.ShapeDtypeStruct((1, *example.shape[1:]), example.dtype)
             check_class_labels(y, jax.eval_shape(self._chunks.predict, params, rest, spec).shape[-1], what)
 
-    def predict(self, x) -> np.ndarray:
-        """Model outputs (logits for classifiers) for inputs `x`, computed in batches with the eval-mode model."""
+    def predict(self, x, probabilities: bool = False) -> np.ndarray:
+        """Model outputs (logits for classifiers) for inputs `x`, computed in batches with the eval-mode model;
+        `probabilities=True`: their softmax (class scores) or sigmoid (binary logits) instead."""
+        from jupyter_llm.fitting.classify import probabilities as to_probabilities
+
+        if probabilities:
+            to_probabilities(np.zeros((1, 1), np.float32), self.output_kind)  # a regression is refused first
+        outputs = self._predict(x)
+        return to_probabilities(outputs, self.output_kind) if probabilities else outputs
+
+    def classify(self, texts_or_x):
+        """The class of each input, as `Prediction(label, probability, probabilities)`: a list, or one for a single
+        text. Texts are encoded with the fit's tokenizer (a text classifier); arrays go to the model as they are.
+        Labels are the data's `class_names` (else "0", "1", ...)."""
+        from jupyter_llm.fitting.classify import classify
+
+        return classify(self, texts_or_x)
+
+    def _predict(self, x) -> np.ndarray:
         x = as_array(x, "The inputs to predict")
         if x.ndim == 0:
             raise DataError(f"predict takes a batch of inputs with an example dimension; got a scalar {x!r}.")
