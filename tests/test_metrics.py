@@ -199,3 +199,8 @@ def test_a_language_model_is_not_classified():
     lm = SimpleNamespace(dataset=corpus, output_kind="classes")  # what classify reads of a language model's Run
     with pytest.raises(DataError, match="language model: use run.generate"):
         classify(lm, np.zeros((1, 8), np.int32))
+
+
+def test_a_resume_keeps_the_metrics_it_was_trained_with(top3_run):
+    with pytest.raises(ConfigError, match="reported metrics accuracy,top3, this fit asks for the loss's own"):
+        jl.fit(top3_run.model, digits_named(), val_split=0.2, resume=top3_run, **{**FAST, "epochs": 3})
