@@ -30,16 +30,21 @@ class Prediction:
         return f"Prediction({self.label!r}, probability={self.probability:.3f})"
 
 
+def check_has_probabilities(kind: str) -> None:
+    """Refuse, before any work, the outputs of a regression: they are values, not scores of classes."""
+    if kind not in (CLASSES, BINARY):
+        raise DataError("probabilities=True turns class scores (or binary logits) into probabilities; this run is a "
+                        "regression (its outputs are values, not scores). Call run.predict(x) for the values.")
+
+
 def probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
     """Softmax of class scores (over the last axis), sigmoid of binary logits."""
+    check_has_probabilities(kind)
     if kind == CLASSES:
         shifted = outputs - outputs.max(axis=-1, keepdims=True)
         e = np.exp(shifted)
         return e / e.sum(axis=-1, keepdims=True)
-    if kind == BINARY:
-        return 1.0 / (1.0 + np.exp(-outputs))
-    raise DataError("probabilities=True turns class scores (or binary logits) into probabilities; this run is a "
-                    "regression (its outputs are values, not scores). Call run.predict(x) for the values.")
+    return 1.0 / (1.0 + np.exp(-outputs))
 
 
 def _is_texts(inputs) -> bool:

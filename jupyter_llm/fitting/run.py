@@ -12,6 +12,8 @@ from jupyter_llm.data.coerce import as_array, check_class_labels, check_split
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.data.plans import ordered_plan
 from jupyter_llm.errors import ConfigError, DataError
+from jupyter_llm.fitting.classify import check_has_probabilities, classify
+from jupyter_llm.fitting.classify import probabilities as to_probabilities
 from jupyter_llm.fitting.prepare import means
 from jupyter_llm.train.metrics import CLASSES, KIND_OF_LOSS
 from jupyter_llm.train.state import split_model, trainable_for
@@ -134,10 +136,8 @@ class Run:
     def predict(self, x, probabilities: bool = False) -> np.ndarray:
         """Model outputs (logits for classifiers) for inputs `x`, computed in batches with the eval-mode model;
         `probabilities=True`: their softmax (class scores) or sigmoid (binary logits) instead."""
-        from jupyter_llm.fitting.classify import probabilities as to_probabilities
-
         if probabilities:
-            to_probabilities(np.zeros((1, 1), np.float32), self.output_kind)  # a regression is refused first
+            check_has_probabilities(self.output_kind)
         outputs = self._predict(x)
         return to_probabilities(outputs, self.output_kind) if probabilities else outputs
 
@@ -145,8 +145,6 @@ class Run:
         """The class of each input, as `Prediction(label, probability, probabilities)`: a list, or one for a single
         text. Texts are encoded with the fit's tokenizer (a text classifier); arrays go to the model as they are.
         Labels are the data's `class_names` (else "0", "1", ...)."""
-        from jupyter_llm.fitting.classify import classify
-
         return classify(self, texts_or_x)
 
     def _predict(self, x) -> np.ndarray:
