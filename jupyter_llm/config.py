@@ -12,8 +12,9 @@ import json
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -21,6 +22,10 @@ from jupyter_llm.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
+METRICS = ("accuracy", "top5", "mse", "mae", "cross_entropy")  # top5 stands for any top<k>: top2, top3, ...
+# names a metric may not take: the loss, what the step and the language-model sources add, and the split prefixes
+RESERVED_METRIC_NAMES = ("loss", "count", "finite", "grad_norm", "update_ratio", "perplexity", "bits_per_token", "lr")
+_TOP_K = re.compile(r"top_?(\d+)")
 DISPLAYS = ("auto", "widget", "html", "text", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("constant", "cosine", "exponential", "step", "onecycle")
@@ -64,6 +69,9 @@ class FitConfig:
     # loss and evaluation
     loss: Any = _opt(None, "loss name or callable(outputs, labels) -> per-example loss; default from the labels",
                      LOSSES, cli_help="loss: cross_entropy, mse or binary_cross_entropy; default from the labels")
+    metrics: Any = _opt(None, "metrics reported beside the loss, comma-separated: accuracy, top<k> (top5...), mse, "
+                              "mae, cross_entropy, none; jl.fit also takes callables(outputs, labels) or a dict "
+                              "name -> callable", unset="accuracy for a classification loss")
     label_smoothing: float = _opt(0.0, "label smoothing for cross-entropy")
     val_split: float = _opt(0.0, "fraction of train held out for validation when the data has no validation split")
     eval_every: int | None = _opt(None, "evaluate every N steps", unset="at the end of each epoch")
@@ -152,6 +160,7 @@ class FitConfig:
             raise ConfigError("--profile writes its trace into --logdir; give --logdir DIR as well.")
         object.__setattr__(self, "mesh", _mesh_text(self.mesh))
         object.__setattr__(self, "changes", _changes(self.changes))
+        object.__setattr__(self, "metrics", metrics_spec(self.metrics))
         _check_choice(self, "optimizer", OPTIMIZERS, allow_object=True)
         _check_choice(self, "loss", LOSSES, allow_object=True, allow_none=True)
         _check_choice(self, "display", DISPLAYS)
@@ -171,7 +180,15 @@ class FitConfig:
     @property
     def monitor_mode(self) -> str:
         """'min' for losses and errors, 'max' for accuracies and scores."""
-        return "min" if any(t in self.monitor for t in ("loss", "error", "perplexity", "bits")) else "max"
+        lower_is_better = ("loss", "error", "perplexity", "bits", "mse", "mae", "cross_entropy")
+        return "min" if any(t in self.monitor for t in lower_is_better) else "max"
+
+    @property
+    def metric_names(self) -> tuple[str, ...] | None:
+        """The names --metrics asked for, in order (None: the loss's own metrics)."""
+        if self.metrics is None:
+            return None
+        return tuple(m if isinstance(m, str) else m[0] for m in self.metrics)
 
     def to_dict(self) -> dict:
         """Plain values for a run card or a JSON file (objects shown by their repr)."""
@@ -180,8 +197,11 @@ class FitConfig:
             v = getattr(self, f.name)
             if f.name == "changes" and v is not None:
                 out[f.name] = [dict(c) for c in v]
-            else:
-                out[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else _describe(v)
+                continue
+            if f.name == "metrics" and v is not None:
+                out[f.name] = ",".join(self.metric_names) or "none"
+                continue
+            out[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else _describe(v)
         return out
 
 
@@ -232,6 +252,76 @@ def _changes(value) -> tuple[dict, ...] | None:
                                   or not math.isfinite(number) or number < 0):
                 raise ConfigError(f"{usage}; {key}={number!r} at step {step} is not a finite number >= 0.")
         out.append({"step": int(step), **{k: float(v) for k, v in item.items() if k != "step"}})
+    return tuple(out)
+
+
+def metric_name(text: str) -> str:
+    """A named metric in its one spelling ('Top-5' -> 'top5'), or a ConfigError naming the closest one."""
+    key = text.strip().lower().replace("-", "_")
+    top = _TOP_K.fullmatch(key)
+    if top and int(top.group(1)) >= 1:
+        return f"top{int(top.group(1))}"
+    if key in METRICS:
+        return key
+    if key in ("perplexity", "bits_per_token"):
+        raise ConfigError(f"--metrics {text!r}: perplexity and bits_per_token are reported for every language-model "
+                          "fit, from its loss; leave them out of --metrics.")
+    close = difflib.get_close_matches(key, [*METRICS, "top1", "top3", "top10"], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"--metrics {text!r} is not a metric; the named ones are accuracy, top<k> (e.g. top5: the label "
+                      f"among the k highest scores), mse, mae and cross_entropy.{hint}")
+
+
+def is_metric_name(text: str) -> bool:
+    try:
+        metric_name(text)
+    except ConfigError:
+        return False
+    return True
+
+
+def metrics_spec(value) -> tuple | None:
+    """--metrics in one form: None (the loss's own metrics), or a tuple whose items are metric names and
+    (name, callable) pairs. Text is comma-separated names ('none': no metric); jl.fit also takes a callable, a list
+    of names and callables, or a dict name -> callable."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items = [p for p in (part.strip() for part in value.split(",")) if p]
+        if [p.lower() for p in items] == ["none"]:
+            return ()
+    elif callable(value):
+        items = [value]
+    elif isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ConfigError(f"--metrics takes names such as accuracy,top5 (or, in jl.fit, callables or a dict name -> "
+                          f"callable), got {type(value).__name__}.")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(metric_name(item))
+        elif callable(item):
+            name = getattr(item, "__name__", "")
+            if not name.isidentifier():
+                raise ConfigError(f"--metrics: the function {item!r} has no usable name ({name!r}) for the history; "
+                                  "name it with a dict, e.g. metrics={'my_metric': fn}.")
+            out.append((name, item))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and callable(item[1]):
+            if not item[0].isidentifier():
+                raise ConfigError(f"--metrics: a metric's name must be a Python name (it becomes the history's key "
+                                  f"and val_{item[0]}), got {item[0]!r}.")
+            out.append(item)
+        else:
+            raise ConfigError(f"--metrics: {item!r} is neither a metric name nor a callable(outputs, labels).")
+    names = [m if isinstance(m, str) else m[0] for m in out]
+    for name in names:
+        if name in RESERVED_METRIC_NAMES or name.startswith(("val_", "test_")):
+            raise ConfigError(f"--metrics: {name!r} is a name the history already uses; give the metric another.")
+        if names.count(name) > 1:
+            raise ConfigError(f"--metrics names {name!r} twice.")
     return tuple(out)
 
 

@@ -34,6 +34,10 @@ class FitStart:
     split_sizes: Mapping[str, int]  # {"train": 1437, "validation": 360, "test": 0}
     unit: str = "examples"  # what throughput counts: "examples" or "tokens"
     units_per_step: int = 0
+    # A text corpus sampled in random windows has no passes: its "epochs" are evaluation intervals. For such a fit,
+    # the steps whose tokens add up to the training split's (one epoch's worth), so displays say how much of the
+    # corpus a step stands for; None where an epoch is a pass over the data (array data).
+    steps_per_pass: float | None = None
 
 
 @dataclass(frozen=True)

@@ -312,14 +312,13 @@ notebook("sentiment", [
          "    ax.text(j, i, n, ha=\"center\", va=\"center\")\n"
          "plt.show()"),
     md("## New sentences"),
-    code("from jupyter_llm.data.classification import encode_texts\n\n"
-         "sentences = [\"The battery died after two days, a total waste of money.\",\n"
+    md("`run.classify` encodes new texts with the fit's tokenizer and names each one's class, with the model's "
+       "probability of it (`run.predict(x, probabilities=True)` gives every class's)."),
+    code("sentences = [\"The battery died after two days, a total waste of money.\",\n"
          "             \"Friendly staff and the best pizza in town!\",\n"
          "             \"I would not recommend this film to anyone.\"]\n"
-         "probs = np.exp(run.predict(encode_texts(sentences, run.tokenizer, data.meta[\"max_len\"])))\n"
-         "probs /= probs.sum(axis=1, keepdims=True)\n"
-         "for s, p in zip(sentences, probs):\n"
-         "    print(f\"{data.class_names[int(p.argmax())]:>8} ({p.max():.2f})  {s}\")"),
+         "for s, p in zip(sentences, run.classify(sentences)):\n"
+         "    print(f\"{p.label:>8} ({p.probability:.2f})  {s}\")"),
 ])
 
 

@@ -17,7 +17,8 @@ from jupyter_llm.sinks.svg import line_chart_svg, nice_ticks
 from jupyter_llm.sinks.throttle import Throttle
 
 
-def fake_events(epochs=3, steps_per_epoch=10, reason="completed", progress_every=1, eval_every=None, test=True):
+def fake_events(epochs=3, steps_per_epoch=10, reason="completed", progress_every=1, eval_every=None, test=True,
+                steps_per_pass=None):
     """The events of a fit, as the loop sends them: Progress, validation Eval, EpochEnd per epoch, then FitEnd.
 
     Self-contained (its imports inside) so the nbconvert test can paste its source into a notebook cell.
@@ -31,7 +32,8 @@ def fake_events(epochs=3, steps_per_epoch=10, reason="completed", progress_every
     yield ev.FitStart(config=FitConfig(epochs=epochs, seed=7, eval_every=eval_every), model_name="MLP",
                       param_count=12_345, devices="cpu x 1", batch_size=32, steps_total=total,
                       steps_per_epoch=steps_per_epoch, epochs=epochs,
-                      split_sizes={"train": 320, "validation": 80, "test": 0}, units_per_step=32)
+                      split_sizes={"train": 320, "validation": 80, "test": 0}, units_per_step=32,
+                      steps_per_pass=steps_per_pass)
     yield ev.CompileStart()
     yield ev.CompileEnd(seconds=1.25, flops_per_step=2e6)
     history, elapsed, step = {}, 0.0, 0
@@ -395,3 +397,66 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(f"jupyter_llm.sinks.{module}"))
     assert result.attempted and not result.failed
+
+
+# -------------------------------------------------------------- a text corpus: steps, not epochs
+
+
+def test_a_text_corpus_fit_is_labelled_by_steps_and_corpus_epochs(displayed):
+    """Two evaluation intervals of 10 steps over a corpus of 64 steps' tokens: no display may say "epoch 1/2"."""
+    import io
+
+    from jupyter_llm.sinks.text import TextSink
+
+    events = list(fake_events(epochs=2, steps_per_epoch=10, steps_per_pass=64.0, test=False))
+    view, report_sink, out = LiveView(), ReportSink(), io.StringIO()
+    text = TextSink(out)
+    feed([view, report_sink, text], events)
+    report = report_sink.report
+    shown = {"status": view.status_text(), "table": view.table_html(), "end": view.end_html(), "text": out.getvalue(),
+             "report": repr(report), "report html": report._repr_html_()}
+    for where, content in shown.items():
+        assert "epoch 1/2" not in content and "epoch 2/2" not in content and "(epoch" not in content, where
+    assert view.status_text().startswith("step 20/20 (0.31 epochs)")
+    assert "at step 20/20 (0.31 epochs)" in view.end_html() and "(0.31 epochs)" in repr(report)
+    assert "step 10/20 (0.16 epochs) |" in out.getvalue() and "evaluated every 10 steps" in out.getvalue()
+    assert report.card()["steps"] == "20/20 (0.31 epochs, evaluated every 10 steps, batch 32)"
+    assert ">epochs</th>" in view.table_html() and ">epoch</th>" not in view.table_html()
+    assert ">0.16</td>" in view.table_html()
+    array_fit = LiveView()
+    feed([array_fit], fake_events(epochs=2, steps_per_epoch=10, test=False))
+    assert array_fit.status_text().startswith("epoch 2/2 · step 20/20") and ">epoch</th>" in array_fit.table_html()
+
+
+def test_corpus_epochs_read_well_small_and_large():
+    from jupyter_llm.sinks.position import format_epochs
+
+    assert [format_epochs(v) for v in (0.0, 0.0042, 0.3125, 2.5, 12.4)] == [
+        "0 epochs", "0.004 epochs", "0.31 epochs", "2.50 epochs", "12 epochs"]
+
+
+# ------------------------------------------------------------------------------ the lr_find chart
+
+
+def test_lr_find_chart_clips_the_divergence_and_marks_the_suggestion():
+    import math
+    import re
+
+    from jupyter_llm.fitting.lr_find import LRFinderResult, suggest
+
+    lrs = [10 ** (-6 + 7 * i / 59) for i in range(60)]
+    losses = [2.3 - 1.8 / (1 + math.exp(-2 * (math.log10(lr) + 3))) for lr in lrs]
+    losses[-4:] = [3.0, 8.0, 15.0, 15.0]  # the divergence that ends a sweep
+    result = LRFinderResult(lrs, losses, suggest(lrs, losses))
+    assert 1e-4 < result.suggestion < 1e-2
+    low, high = result.y_range()
+    assert low < min(losses) and max(losses[:50]) < high < 3.0  # from the minimum to a little above the start
+    svg = result.chart_svg()
+    ticks = [float(t) for t in re.findall(r'text-anchor="end" fill="#555">([^<]+)<', svg)]
+    assert ticks and max(ticks) <= high and min(ticks) >= low  # the spike to 15 sets nothing
+    mark = re.search(r'<line class="jl-mark" x1="([\d.]+)"', svg)
+    assert mark and "suggested" in svg
+    polyline = re.search(r'<polyline[^>]*points="([^"]+)"', svg).group(1).split()
+    at = lrs.index(result.suggestion)
+    assert float(mark.group(1)) == pytest.approx(float(polyline[at].split(",")[0]), abs=0.11)
+    assert "data:image/svg+xml;base64," in result._repr_html_()  # an <img>: survives the HTML sanitizer

@@ -164,3 +164,25 @@ def test_sample_every_shows_generated_text_at_evaluations():
     with pytest.raises(ConfigError, match="sample_every shows text from a language model"):
         jl.fit(jl.models.MLP(in_features=4, hidden=[4], num_classes=2, rngs=nnx.Rngs(0)),
                (np.zeros((8, 4), np.float32), np.arange(8) % 2), batch_size=4, sample_every=5, display="none")
+
+
+def test_a_language_model_fit_is_described_in_steps(tmp_path):
+    """A real char-level GPT fit on a text corpus: the text display, report and run.json speak steps."""
+    import io
+    import json
+
+    from jupyter_llm.sinks.position import format_epochs
+    from jupyter_llm.sinks.text import TextSink
+
+    corpus = jl.datasets.text("the quick brown fox jumps over the lazy dog. " * 40, tokenizer="char", block_size=8)
+    model = jl.models.GPT(vocab_size=corpus.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8,
+                          rngs=nnx.Rngs(0))
+    out = io.StringIO()
+    run = jl.fit(model, corpus, steps=4, eval_every=2, batch_size=2, display="none", sinks=[TextSink(out)],
+                 logdir=str(tmp_path))
+    per_step = 2 * 8 / corpus.sizes()["train"]  # tokens of a step over the training tokens
+    assert run._sink.start.steps_per_pass == pytest.approx(1 / per_step)
+    assert f"step 4/4 ({format_epochs(4 * per_step)})" in repr(run._report())
+    assert "epoch 1/2" not in out.getvalue() and "step 2/4 (" in out.getvalue()
+    card = json.load(open(tmp_path / "run.json"))
+    assert card["steps_per_pass"] == pytest.approx(1 / per_step) and card["epochs_are"].startswith("evaluation")

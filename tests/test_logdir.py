@@ -264,6 +264,21 @@ def test_sink_maps_events_to_tags_and_files(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
+def test_a_text_corpus_logs_evaluation_intervals_against_the_step(tmp_path):
+    import dataclasses
+
+    sink = LogdirSink(tmp_path, history_every=0)
+    sink.on(dataclasses.replace(_start(make_config(steps=4, eval_every=2)), steps_per_pass=100.0, unit="tokens"))
+    sink.on(ev.EpochEnd(epoch=1, step=2, elapsed=0.2, logs={"loss": 0.85, "val_loss": 0.8}))
+    sink.on(ev.EpochEnd(epoch=2, step=4, elapsed=0.4, logs={"loss": 0.75, "val_loss": 0.7}))
+    sink.on(ev.FitEnd(reason="completed", step=4, epoch=2, elapsed=0.4, compile_seconds=1.0))
+    got = scalars(read_events(tmp_path))
+    assert got["interval/loss"] == [(2, f32(0.85)), (4, f32(0.75))] and not any(k.startswith("epoch/") for k in got)
+    run = json.load(open(tmp_path / "run.json"))
+    assert run["steps_per_pass"] == 100.0 and run["epochs_are"] == ("evaluation intervals of 2 steps (a text corpus, "
+                                                                    "sampled in windows)")
+
+
 def test_resumed_fit_keeps_earlier_epochs(tmp_path):
     first = LogdirSink(tmp_path)
     first.on(_start(make_config(epochs=3)))

@@ -144,6 +144,17 @@ def test_differences_and_curve_choice_from_records():
     assert steps.metrics == ["loss", "val_loss"]
 
 
+def test_text_corpus_fits_are_compared_by_steps_with_the_corpus_they_covered():
+    """A language model's fit without --steps still has evaluation intervals, not epochs: charted per step, and its
+    steps run say how much of the corpus they covered."""
+    lm = RunsTable([fake_record(1, step=500, steps_per_pass=1600.0, val_curve=((250.0, 2.0), (500.0, 1.8))),
+                    fake_record(2, step=1000, steps_per_pass=1600.0, val_curve=((500.0, 1.9), (1000.0, 1.6)))])
+    assert lm.curves()[1:] == ("val loss", "step")
+    assert [row["steps run"] for row in lm.rows()] == [500, 1000]  # numbers stay numbers
+    assert "500 (0.31 epochs)" in repr(lm) and "1000 (0.62 epochs)" in lm._repr_html_()
+    assert "epochs)" not in repr(RunsTable([fake_record(1)]))  # array data: steps alone
+
+
 def test_empty_table_and_record_never_raises_but_says_so():
     runs_mod.clear_runs()
     with pytest.warns(RuntimeWarning, match="could not be recorded for %runs / jl.runs\\(\\): AttributeError"):

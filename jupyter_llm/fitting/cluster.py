@@ -204,6 +204,7 @@ def fit_from_events(model, data, config: FitConfig, events: Iterable, finish, *,
     from jupyter_llm.fitting.runlog import record
 
     run = Run(model=model, config=config, dataset=prepared.dataset, source=prepared.source, history_sink=history,
-              chunks=prepared.program.chunks, loss_name=prepared.loss_name, state=None, position=None)
+              chunks=prepared.program.chunks, loss_name=prepared.loss_name,
+              output_kind=prepared.output_kind, state=None, position=None)
     record(run)
     return run

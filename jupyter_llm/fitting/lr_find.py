@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from html import escape
 
 import jax
 import jax.numpy as jnp
@@ -35,20 +36,44 @@ class LRFinderResult:
     lrs: list[float]
     losses: list[float]
     suggestion: float | None  # the steepest descent of the smoothed loss
+    smoothing: float = 0.9  # of the smoothed loss the suggestion was read from
 
     def __repr__(self):
         found = f"{self.suggestion:.2e}" if self.suggestion else "none (the loss never fell)"
         return f"LRFinderResult(suggested lr {found}, {len(self.lrs)} steps)"
 
+    def y_range(self) -> tuple[float, float] | None:
+        """The chart's loss axis: from the lowest loss to a little above the highest one before it (the starting
+        loss, as a rule). The divergence that ends a sweep (losses of 15 after 2) would otherwise set the scale and
+        flatten the part that matters; it leaves the chart at the top instead."""
+        finite = [(i, v) for i, v in enumerate(self.losses) if math.isfinite(v)]
+        if not finite:
+            return None
+        low_at, low = min(finite, key=lambda iv: iv[1])
+        high = max(v for i, v in finite if i <= low_at)
+        if high <= low:  # the loss never fell: show it whole
+            high = max(v for _, v in finite)
+        if high <= low:
+            return (low - 1.0, low + 1.0)
+        return (low - 0.02 * (high - low), high + 0.1 * (high - low))
+
+    def chart_svg(self) -> str:
+        """The losses (and the smoothed loss) over a log learning-rate axis, the suggestion marked."""
+        from jupyter_llm.sinks.svg import line_chart_svg
+
+        series = {"loss": list(zip(self.lrs, self.losses))}
+        if len(self.losses) >= 2:
+            series["smoothed"] = list(zip(self.lrs, smoothed(self.losses, self.smoothing)))
+        marks = [(self.suggestion, f"suggested {self.suggestion:.1e}")] if self.suggestion else []
+        return line_chart_svg(series, width=520, height=260, title="learning-rate range test",
+                              xlabel="learning rate", log_x=True, y_range=self.y_range(), marks=marks)
+
     def _repr_html_(self):
         try:
-            from jupyter_llm.sinks.svg import line_chart_svg
+            from jupyter_llm.sinks.svg import svg_img
         except ImportError:
             return None
-        points = [(math.log10(lr), loss) for lr, loss in zip(self.lrs, self.losses)]
-        svg = line_chart_svg({"loss": points}, width=520, height=260, title="learning-rate range test",
-                             xlabel="log10(learning rate)")
-        return f"<div>{svg}<p>{self!r}</p></div>"
+        return f"<div>{svg_img(self.chart_svg(), 'learning-rate range test')}<p>{escape(repr(self))}</p></div>"
 
     def plot(self, ax=None):
         import matplotlib.pyplot as plt
@@ -107,18 +132,23 @@ def lr_find(model: nnx.Module, data, *, min_lr: float = 1e-7, max_lr: float = 10
         nnx.update(model, snapshot)
     lrs = [float(schedule(step - 1)) for step, _ in recorder.points]
     losses = [loss for _, loss in recorder.points]
-    return LRFinderResult(lrs, losses, suggest(lrs, losses, smoothing))
+    return LRFinderResult(lrs, losses, suggest(lrs, losses, smoothing), smoothing)
+
+
+def smoothed(losses, smoothing: float = 0.9) -> list[float]:
+    """The losses' exponential moving average, bias-corrected (its first value is the first loss)."""
+    smooth, avg = [], 0.0
+    for i, loss in enumerate(losses):
+        avg = smoothing * avg + (1 - smoothing) * loss
+        smooth.append(avg / (1 - smoothing ** (i + 1)))
+    return smooth
 
 
 def suggest(lrs, losses, smoothing: float = 0.9) -> float | None:
     """The learning rate where the smoothed loss falls fastest (per decade), before it starts to diverge."""
     if len(losses) < 5:
         return None
-    smooth, avg = [], 0.0
-    for i, loss in enumerate(losses):
-        avg = smoothing * avg + (1 - smoothing) * loss
-        smooth.append(avg / (1 - smoothing ** (i + 1)))
-    smooth = np.asarray(smooth)
+    smooth = np.asarray(smoothed(losses, smoothing))
     best = int(np.argmin(smooth))
     if best < 2:
         return None

@@ -159,7 +159,8 @@ def _fit(model, data, *, sinks, config, steer=None, displays=None):
     from jupyter_llm.fitting.runlog import record
 
     run = Run(model=model, config=config, dataset=prepared.dataset, source=prepared.source, history_sink=history,
-              chunks=prepared.program.chunks, loss_name=prepared.loss_name, state=loop.state, position=loop.position)
+              chunks=prepared.program.chunks, loss_name=prepared.loss_name,
+              output_kind=prepared.output_kind, state=loop.state, position=loop.position)
     record(run)
     return run
 

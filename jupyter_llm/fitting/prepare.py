@@ -28,6 +28,7 @@ from jupyter_llm.models.lora import add_adapters, remove_adapters
 from jupyter_llm.train import loop as loop_mod
 from jupyter_llm.train.layout import data_parallel, from_mesh
 from jupyter_llm.train.losses import resolve_loss, smoothed
+from jupyter_llm.train.metrics import output_kind, resolve_metrics
 from jupyter_llm.train.monitor import Monitor
 from jupyter_llm.train.optim import make_optimizer
 from jupyter_llm.train.state import check_freeze, count_params, init_state, split_model, trainable_for
@@ -71,8 +72,10 @@ class PreparedFit:
         out_shape, out_dtype = checks.check_model_input(model, self.graphdef_eval, self.params, self.rest,
                                                         self.source.example)
         y = self.source.labels
-        self.loss_name, self.loss_fn, self.metrics = resolve_loss(config.loss, y, out_shape,
-                                                                  getattr(dataset, "task", None))
+        task = getattr(dataset, "task", None)
+        self.loss_name, self.loss_fn, self.metrics = resolve_loss(config.loss, y, out_shape, task)
+        self.output_kind = output_kind(None if callable(config.loss) else self.loss_name, y, out_shape, task)
+        self.metrics = resolve_metrics(config.metrics, self.metrics, self.output_kind, out_shape)
         checks.check_outputs(model, dataset, self.loss_name, out_shape)
         checks.check_loss(self.loss_name, self.loss_fn, self.metrics, user_loss=callable(config.loss),
                           inferred=config.loss is None, out_shape=out_shape, out_dtype=out_dtype, y=y,
@@ -141,7 +144,9 @@ class PreparedFit:
                            devices=self.layout.describe() + (" · bf16 compute" if self.precision == "bf16" else ""),
                            batch_size=c.batch_size, steps_total=self.steps_total,
                            steps_per_epoch=src.steps_per_epoch, epochs=self.epochs, split_sizes=src.sizes(),
-                           unit=src.unit, units_per_step=src.units_per_step)
+                           unit=src.unit, units_per_step=src.units_per_step,
+                           steps_per_pass=(src.sizes()["train"] / src.units_per_step
+                                           if isinstance(src, WindowSource) else None))
 
     def compile(self) -> ev.CompileEnd:
         self.program, end = compile_program(self)

@@ -18,6 +18,7 @@ from jupyter_llm import events as ev
 from jupyter_llm.errors import ConfigError
 from jupyter_llm.train import host_memory
 from jupyter_llm.train.chunk import Chunks, make_chunks
+from jupyter_llm.train.metrics import metrics_key
 from jupyter_llm.train.state import init_state
 
 
@@ -72,6 +73,7 @@ def cache_key(prepared) -> tuple:
             prepared.loss_name,
             c.label_smoothing, c.skip_nonfinite, prepared.precision,
             id(prepared.loss_fn) if callable(c.loss) else 0,  # a user's loss: that function; a named one: its name
+            metrics_key(c.metrics),
             type(src), getattr(src, "block_size", None), prepared.steps_per_dispatch, c.batch_size,
             prepared.padded_steps, shapes, plans, layout.mesh, layout.batch_axes, layout.state_rule)
 

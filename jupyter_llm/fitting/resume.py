@@ -237,3 +237,9 @@ def _check_settings(saved: dict, config, what: str) -> None:
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"Cannot resume from {what}: it was trained with {flag} {old}, this fit asks for "
                               f"{new}. Use {flag} {old} to continue it.")
+    old, new = saved.get("metrics"), config.to_dict()["metrics"]
+    if "metrics" in saved and old != new:  # the epoch's partial sums and the history hold the earlier ones
+        said = {None: "the loss's own metrics", "none": "no metrics"}
+        raise ConfigError(f"Cannot resume from {what}: it reported --metrics {said.get(old, old)}, this fit asks for "
+                          f"{said.get(new, new)}; its history and partial sums hold those. Give --metrics as it was "
+                          "to continue it.")

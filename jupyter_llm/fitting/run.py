@@ -12,7 +12,10 @@ from jupyter_llm.data.coerce import as_array, check_class_labels, check_split
 from jupyter_llm.data.dataset import Dataset
 from jupyter_llm.data.plans import ordered_plan
 from jupyter_llm.errors import ConfigError, DataError
+from jupyter_llm.fitting.classify import check_has_probabilities, classify
+from jupyter_llm.fitting.classify import probabilities as to_probabilities
 from jupyter_llm.fitting.prepare import means
+from jupyter_llm.train.metrics import CLASSES, KIND_OF_LOSS
 from jupyter_llm.train.state import split_model, trainable_for
 
 PREDICT_BATCH = 1024
@@ -44,7 +47,8 @@ class Run:
     """
 
     def __init__(self, *, model, config, dataset, source, history_sink, chunks, loss_name: str, state, position=None,
-                 loaded_from: str | None = None, tokenizer=None, at_step: int | None = None):
+                 loaded_from: str | None = None, tokenizer=None, at_step: int | None = None,
+                 output_kind: str | None = None):
         """`at_step`: this Run holds a copy of a running fit's weights after that step (`run.snapshot()`)."""
         self.model = model
         self.config = config
@@ -53,6 +57,7 @@ class Run:
         self._sink = history_sink
         self._chunks = chunks
         self.loss_name = loss_name
+        self.output_kind = output_kind or KIND_OF_LOSS.get(loss_name, CLASSES)  # how outputs read: train/metrics.py
         self.state = state  # the final TrainState (optimizer included), for resuming
         self.position = position  # where the loop stood (epoch, chunk, partial sums), for resuming
         self.loaded_from = loaded_from  # the folder `jl.load` read this run from (None: fitted in this process)
@@ -161,8 +166,21 @@ class Run:
             spec = jax.ShapeDtypeStruct((1, *example.shape[1:]), example.dtype)
             check_class_labels(y, jax.eval_shape(self._chunks.predict, params, rest, spec).shape[-1], what)
 
-    def predict(self, x) -> np.ndarray:
-        """Model outputs (logits for classifiers) for inputs `x`, computed in batches with the eval-mode model."""
+    def predict(self, x, probabilities: bool = False) -> np.ndarray:
+        """Model outputs (logits for classifiers) for inputs `x`, computed in batches with the eval-mode model;
+        `probabilities=True`: their softmax (class scores) or sigmoid (binary logits) instead."""
+        if probabilities:
+            check_has_probabilities(self.output_kind)
+        outputs = self._predict(x)
+        return to_probabilities(outputs, self.output_kind) if probabilities else outputs
+
+    def classify(self, texts_or_x):
+        """The class of each input, as `Prediction(label, probability, probabilities)`: a list, or one for a single
+        text. Texts are encoded with the fit's tokenizer (a text classifier); arrays go to the model as they are.
+        Labels are the data's `class_names` (else "0", "1", ...)."""
+        return classify(self, texts_or_x)
+
+    def _predict(self, x) -> np.ndarray:
         x = as_array(x, "The inputs to predict")
         if x.ndim == 0:
             raise DataError(f"predict takes a batch of inputs with an example dimension; got a scalar {x!r}.")

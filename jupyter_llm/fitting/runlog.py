@@ -55,6 +55,7 @@ class RunRecord:
     compile_seconds: float
     val_curve: tuple[tuple[float, float], ...] = ()  # (step, validation loss) of each evaluation, bounded
     train_curve: tuple[tuple[float, float], ...] = ()  # (step, training loss) from the trace, bounded
+    steps_per_pass: float | None = None  # a text corpus: steps per pass over its tokens (`FitStart.steps_per_pass`)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,6 +143,7 @@ def _record_of(run) -> RunRecord:
         compile_seconds=float(run.compile_seconds),
         val_curve=_thin(val_curve),
         train_curve=_thin(train_curve),
+        steps_per_pass=getattr(start, "steps_per_pass", None),
     )
 
 
@@ -248,6 +250,13 @@ class RunsTable:
             out.append(row)
         return out
 
+    def _display_rows(self) -> list[dict[str, Any]]:
+        """`rows()` with what the cells need beside the columns."""
+        out = self.rows()
+        for row, r in zip(out, self.records):
+            row["_steps_per_pass"] = r.steps_per_pass
+        return out
+
     def _cells(self, row: dict) -> list[str]:
         cells = []
         for c in self.columns:
@@ -260,6 +269,10 @@ class RunsTable:
                 cells.append(_clock(v))
             elif c == "params" and isinstance(v, int):
                 cells.append(f"{v:,}")
+            elif c == "steps run" and row.get("_steps_per_pass"):  # a text corpus: steps, and how much text
+                from jupyter_llm.sinks.position import format_epochs
+
+                cells.append(f"{_fmt(v)} ({format_epochs(v / row['_steps_per_pass'])})")
             else:
                 cells.append(_fmt(v))
         return cells
@@ -269,13 +282,14 @@ class RunsTable:
         """({run name: points}, quantity, x label) for the newest `MAX_CHART_RUNS` runs.
 
         Epoch-based fits are compared per epoch (runs with different batch sizes line up); the quantity is the
-        validation loss when every charted run has one, else the training loss. Step-based fits (`steps=`) are
-        compared per step, from the validation evaluations or the training-loss trace.
+        validation loss when every charted run has one, else the training loss. Step-based fits (`steps=`) and fits
+        on a text corpus (whose epochs are only evaluation intervals) are compared per step, from the validation
+        evaluations or the training-loss trace.
         """
         shown = self.records[-MAX_CHART_RUNS:]
         if not shown:
             return {}, "loss", "epoch"
-        if all(r.config.get("steps") is None for r in shown):
+        if all(r.config.get("steps") is None and not r.steps_per_pass for r in shown):
             key = "val_loss" if all(r.history.get("val_loss") for r in shown) else "loss"
             series = {r.name: list(_thin([(float(i), v) for i, v in enumerate(r.history.get(key, []), 1)]))
                       for r in shown}
@@ -306,7 +320,7 @@ class RunsTable:
         colors = self.colors()
         head = "".join(f"<th {LEFT if c == 'run' else CELL}>{escape(c)}</th>" for c in self.columns)
         body = []
-        for row in self.rows():
+        for row in self._display_rows():
             cells = self._cells(row)
             swatch = colors.get(row["run"])
             mark = (f'<span style="display:inline-block;width:10px;height:10px;background:{swatch};'
@@ -324,7 +338,7 @@ class RunsTable:
     def __repr__(self) -> str:
         if not self.records:
             return _EMPTY
-        grid = [self.columns] + [self._cells(row) for row in self.rows()]
+        grid = [self.columns] + [self._cells(row) for row in self._display_rows()]
         widths = [max(len(r[i]) for r in grid) for i in range(len(self.columns))]
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                  for r in grid]

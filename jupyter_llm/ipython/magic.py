@@ -11,7 +11,7 @@ import types
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
-from jupyter_llm.config import LOSSES, OPTIMIZERS
+from jupyter_llm.config import LOSSES, OPTIMIZERS, is_metric_name
 from jupyter_llm.errors import JupyterLLMError, a_or_an
 from jupyter_llm.ipython import short_traceback
 from jupyter_llm.ipython.parse import TrainArgs, parse_generate_line, parse_lr_find_line, parse_train_line, train_help
@@ -142,6 +142,11 @@ class TrainMagics(Magics):
             value = options.get(name)
             if isinstance(value, str) and value not in built_in and value in ns and not isinstance(ns[value], str):
                 options[name] = ns[value]  # a built-in name always means the built-in
+        if isinstance(options.get("metrics"), str):  # --metrics accuracy,my_metric: a function of the notebook's
+            parts = [p.strip() for p in options["metrics"].split(",") if p.strip()]
+            if any(not is_metric_name(p) and callable(ns.get(p)) for p in parts):
+                options["metrics"] = [(p, ns[p]) if not is_metric_name(p) and callable(ns.get(p)) else p
+                                      for p in parts]
         return model, data, options
 
     def _after(self, args):

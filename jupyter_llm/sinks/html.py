@@ -11,6 +11,7 @@ from __future__ import annotations
 from html import escape
 
 from jupyter_llm import events as ev
+from jupyter_llm.sinks.position import at_text, corpus_epochs, format_epochs, position_text, windowed
 from jupyter_llm.sinks.series import Curves
 from jupyter_llm.sinks.svg import line_chart_svg, svg_img
 from jupyter_llm.sinks.text import format_duration, format_memory, format_rate
@@ -41,11 +42,12 @@ def header_html(start: ev.FitStart) -> str:
             f'{escape(start.devices)} · batch {start.batch_size} · {sizes}</div>')
 
 
-def end_banner_html(end: ev.FitEnd, steps_total: int | None = None) -> str:
+def end_banner_html(end: ev.FitEnd, start: ev.FitStart | None = None) -> str:
     """The coloured end state: what happened, at which step, and the message (e.g. where a NaN appeared)."""
     label, fg, bg, _ = END_STYLES.get(end.reason, END_STYLES[ev.FAILED])
-    of = f"/{steps_total}" if steps_total else ""
-    text = (f"<b>{label}</b> at step {end.step}{of} (epoch {end.epoch}) after {format_duration(end.elapsed)}"
+    of = f"/{start.steps_total}" if start is not None and start.steps_total else ""
+    at = at_text(start, end.step, end.epoch) if start is not None else f"(epoch {end.epoch})"
+    text = (f"<b>{label}</b> at step {end.step}{of} {at} after {format_duration(end.elapsed)}"
             f" (+ {end.compile_seconds:.1f} s compile)")
     if end.message:
         text += f" — {escape(end.message)}"
@@ -54,7 +56,8 @@ def end_banner_html(end: ev.FitEnd, steps_total: int | None = None) -> str:
 
 
 def table_html(rows: list[dict], max_rows: int = MAX_TABLE_ROWS) -> str:
-    """Metrics per epoch (or evaluation): train columns, then val_ ones; the newest `max_rows` rows."""
+    """Metrics per epoch (or evaluation): train columns, then val_ ones; the newest `max_rows` rows. A text corpus's
+    rows are evaluations: their position is the step and the corpus `epochs` it stands for (`sinks/position.py`)."""
     if not rows:
         return ""
     seen = list(dict.fromkeys(k for r in rows for k in r if k != "elapsed"))
@@ -63,7 +66,9 @@ def table_html(rows: list[dict], max_rows: int = MAX_TABLE_ROWS) -> str:
     th = "".join(f'<th style="text-align:right;padding:1px 8px">{escape(c)}</th>' for c in cols)
     body = []
     for r in shown:
-        cells = (format_duration(r[c]) if c == "elapsed" and c in r else fmt_value(r.get(c, "")) for c in cols)
+        cells = (format_duration(r[c]) if c == "elapsed" and c in r
+                 else format_epochs(r[c]).split()[0] if c == "epochs" and c in r
+                 else fmt_value(r.get(c, "")) for c in cols)
         body.append("<tr>" + "".join(f'<td style="text-align:right;padding:0 8px;line-height:1.3">{c}</td>'
                                      for c in cells)
                     + "</tr>")
@@ -137,7 +142,8 @@ class LiveView:
     def _row(self, epoch: int, step: int) -> dict:
         self.rows_version += 1
         if step not in self._row_at:
-            row = {"epoch": epoch, "step": step}
+            row = ({"step": step, "epochs": corpus_epochs(self.start, step)} if windowed(self.start)
+                   else {"epoch": epoch, "step": step})
             if self.progress is not None:
                 row["elapsed"] = self.progress.elapsed
             self._row_at[step] = row
@@ -169,12 +175,13 @@ class LiveView:
         return html
 
     def status_text(self) -> str:
-        """epoch k/n · step i/N · elapsed · ETA · throughput (compile time excluded: these come from Progress)."""
+        """epoch k/n · step i/N (a text corpus: step i/N (x epochs)) · elapsed · ETA · throughput (compile time
+        excluded: these come from Progress)."""
         p, s = self.progress, self.start
         if s is None:
             return ""
         epoch = self.end.epoch if self.end else (p.epoch if p else 0)
-        parts = [f"epoch {epoch}/{s.epochs}", f"step {self.step}/{s.steps_total}"]
+        parts = [position_text(s, self.step, epoch)]
         if p is not None:
             parts.append(f"{format_duration(self.end.elapsed if self.end else p.elapsed)} elapsed")
             if self.end is None:
@@ -203,7 +210,7 @@ class LiveView:
         return f'<div style="font-size:12px"><b>test</b>: {items}</div>'
 
     def end_html(self) -> str:
-        return (end_banner_html(self.end, self.steps_total) if self.end else "") + self.test_html()
+        return (end_banner_html(self.end, self.start) if self.end else "") + self.test_html()
 
     def bar_html(self) -> str:
         frac = min(1.0, self.step / self.steps_total) if self.steps_total else 0.0

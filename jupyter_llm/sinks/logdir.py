@@ -5,11 +5,15 @@ What DIR holds:
 * `events.out.tfevents.<time>.<hostname>`: scalars for TensorBoard (`tensorboard --logdir DIR`):
   `train/<metric>` (loss, accuracy, grad_norm, update_ratio...), `train/lr` and `train/throughput` (examples or
   tokens per second) at the reporting cadence, `val/<metric>` and `test/<metric>` at each evaluation (all against
-  the global step), and `epoch/<key>` from each epoch's logs (against the epoch number, as Keras does).
+  the global step), and `epoch/<key>` from each epoch's logs (against the epoch number, as Keras does). A text
+  corpus has no epochs, only evaluation intervals (`sinks/position.py`): its interval means are `interval/<key>`,
+  against the step.
 * `history.json` (columns: `{"epoch": [...], "step": [...], "elapsed": [...], "loss": [...], ...}`, the same lists
   as `run.history` plus the three position columns) and `history.csv` (one row per epoch, same columns).
   Non-finite numbers are `null` in the JSON (strict JSON), `nan`/`inf` in the CSV.
-* `run.json`: the configuration, model, devices and split sizes (from the start), then how the fit ended
+* `run.json`: the configuration, model, devices and split sizes (from the start; for a text corpus `steps_per_pass`,
+  the steps whose tokens make one pass over the training split, and `epochs_are` says what the history's rows are),
+  then how the fit ended
   (reason, message, test metrics). `reason` is null while the fit runs.
 
 The JSON and CSV files are replaced atomically (a temporary file in DIR, flushed and fsynced, then `os.replace`),
@@ -34,6 +38,7 @@ import warnings
 
 from jupyter_llm import events as ev
 from jupyter_llm.errors import ConfigError
+from jupyter_llm.sinks.position import windowed
 from jupyter_llm.sinks.tensorboard import EventWriter
 
 HISTORY_JSON = "history.json"
@@ -55,6 +60,7 @@ class LogdirSink:
         self.rows: list[dict] = []  # this fit's epochs: epoch, step, elapsed, logs
         self.prior: list[dict] = []  # a resumed fit's earlier epochs, read back from history.json
         self.run: dict = {}
+        self.windowed = False
         self._dirty = False
         self._written_at = -math.inf
         self._warned = False
@@ -85,7 +91,10 @@ class LogdirSink:
             prefix = _PREFIX.get(event.split, event.split)
             w.scalars({f"{prefix}/{k}": v for k, v in event.metrics.items() if _is_number(v)}, event.step)
         elif isinstance(event, ev.EpochEnd):
-            w.scalars({f"epoch/{k}": v for k, v in event.logs.items() if _is_number(v)}, event.epoch)
+            if self.windowed:  # evaluation intervals, not passes: against the step
+                w.scalars({f"interval/{k}": v for k, v in event.logs.items() if _is_number(v)}, event.step)
+            else:
+                w.scalars({f"epoch/{k}": v for k, v in event.logs.items() if _is_number(v)}, event.epoch)
             self.prior = [r for r in self.prior if r.get("epoch", 0) < event.epoch]  # a resumed fit redoes these
             self.rows.append({"epoch": event.epoch, "step": event.step, "elapsed": event.elapsed, **event.logs})
             self._dirty = True
@@ -102,6 +111,7 @@ class LogdirSink:
             self.write_history()
 
     def _start(self, event: ev.FitStart) -> None:
+        self.windowed = windowed(event)
         config = event.config
         to_dict = getattr(config, "to_dict", None)
         self.run = {
@@ -115,6 +125,9 @@ class LogdirSink:
             "steps_total": event.steps_total,
             "split_sizes": dict(event.split_sizes),
             "unit": event.unit,
+            "steps_per_pass": event.steps_per_pass,
+            "epochs_are": (f"evaluation intervals of {event.steps_per_epoch} steps (a text corpus, sampled in windows)"
+                           if windowed(event) else "passes over the training split"),
             "started": _now(),
             "event_file": os.path.basename(self.writer.path),
             "reason": None,

@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 
 from jupyter_llm import events as ev
 from jupyter_llm.sinks.html import END_STYLES, end_banner_html, fmt_value, header_html
+from jupyter_llm.sinks.position import at_text, corpus_epochs, format_epochs, windowed
 from jupyter_llm.sinks.series import Curves
 from jupyter_llm.sinks.svg import line_chart_svg, svg_img
 from jupyter_llm.sinks.text import format_duration, format_memory
@@ -82,6 +83,7 @@ class Report:
             table.setdefault(name, {})["test"] = float(value)
         self.last_epoch = _split_table(rows[-1]) if kept is not None and kept is not rows[-1] else None
         self.held_epoch = held if kept is not None else None
+        self.held_step = kept.get("step") if kept is not None else None
         return dict(sorted(table.items(), key=lambda kv: kv[0] != "loss"))  # loss first, then in logged order
 
     def held_note(self) -> str:
@@ -90,6 +92,9 @@ class Report:
             return ""
         last = ", ".join(f"{'val_' if split == 'validation' else ''}{name} {fmt_value(row[split])}"
                          for name, row in self.last_epoch.items() for split in ("train", "validation") if split in row)
+        if windowed(self.start) and self.held_step is not None:
+            return (f"metrics of the weights the model holds: the evaluation at step {self.held_step} (the best); "
+                    f"the last evaluation's: {last}")
         return (f"metrics of the weights the model holds: epoch {self.held_epoch} (the best); the last epoch's: "
                 f"{last}")
 
@@ -125,7 +130,7 @@ class Report:
             "model": f"{s.model_name} ({s.param_count:,} params)",
             "devices": s.devices,
             "data": ", ".join(f"{k} {v:,}" for k, v in s.split_sizes.items() if v),
-            "steps": f"{e.step}/{s.steps_total} (epoch {e.epoch}/{s.epochs}, batch {s.batch_size})",
+            "steps": self._steps_text(),
             "seed": str(cfg.get("seed", "?")),
             "config": ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None),
             "time": f"train {format_duration(e.elapsed)}, compile {e.compile_seconds:.1f} s",
@@ -137,13 +142,21 @@ class Report:
             "versions": ", ".join(f"{k} {v}" for k, v in self.versions.items()),
         }
 
+    def _steps_text(self) -> str:
+        """'90/225 (epoch 2/5, batch 32)'; a text corpus: '500/2000 (0.31 epochs, evaluated every 250 steps, ...)'."""
+        s, e = self.start, self.end
+        if windowed(s):
+            seen = format_epochs(corpus_epochs(s, e.step))
+            return f"{e.step}/{s.steps_total} ({seen}, evaluated every {s.steps_per_epoch} steps, batch {s.batch_size})"
+        return f"{e.step}/{s.steps_total} (epoch {e.epoch}/{s.epochs}, batch {s.batch_size})"
+
     def card_html(self) -> str:
         rows = "".join(f"<tr><td {KEY}>{escape(k)}</td><td style=\"text-align:left;padding:1px 8px\">{escape(v)}"
                        f"</td></tr>" for k, v in self.card().items())
         return f'<table class="jl-card" style="border-collapse:collapse;font-size:12px">{rows}</table>'
 
     def _repr_html_(self) -> str:
-        return (f'<div class="jl-report">{header_html(self.start)}{end_banner_html(self.end, self.start.steps_total)}'
+        return (f'<div class="jl-report">{header_html(self.start)}{end_banner_html(self.end, self.start)}'
                 f'<div style="display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start">'
                 f"<div>{self.metrics_html()}</div><div>{self.chart_html()}</div></div>"
                 f"{self.card_html()}</div>")
@@ -152,8 +165,9 @@ class Report:
     def __repr__(self) -> str:
         s, e = self.start, self.end
         label = END_STYLES.get(e.reason, END_STYLES[ev.FAILED])[0]
-        lines = [f"{s.model_name}: {label} at step {e.step}/{s.steps_total} (epoch {e.epoch}/{s.epochs}) in "
-                 f"{format_duration(e.elapsed)} (+ {e.compile_seconds:.1f} s compile)"]
+        at = at_text(s, e.step, e.epoch, of_total=True)
+        lines = [f"{s.model_name}: {label} at step {e.step}/{s.steps_total} {at} in {format_duration(e.elapsed)}"
+                 f" (+ {e.compile_seconds:.1f} s compile)"]
         if e.message:
             lines.append(f"  {e.message}")
         splits = [sp for sp in ("train", "validation", "test") if any(sp in r for r in self.final.values())]

@@ -10,6 +10,7 @@ import sys
 import time
 
 from jupyter_llm import events as ev
+from jupyter_llm.sinks.position import position_text, windowed
 
 
 def format_duration(seconds: float | None) -> str:
@@ -70,8 +71,9 @@ class TextSink:
         if isinstance(event, ev.FitStart):
             self._start = event
             sizes = ", ".join(f"{k} {v}" for k, v in event.split_sizes.items() if v)
+            every = (f", evaluated every {event.steps_per_epoch} steps" if windowed(event) else "")
             self._println(f"{event.model_name} ({event.param_count:,} params) on {event.devices} | {sizes} | "
-                          f"batch {event.batch_size}, {event.steps_total} steps")
+                          f"batch {event.batch_size}, {event.steps_total} steps{every}")
         elif isinstance(event, ev.CompileEnd):
             what = "reused compiled steps" if event.cached else "compiled"
             memory = format_memory(event.memory)
@@ -87,9 +89,9 @@ class TextSink:
             p = self._progress
             rate = f" | {format_rate(p.units_per_s, self._start.unit)}" if p and self._start else ""
             eta = f" | ETA {format_duration(p.eta)}" if p else ""
-            total = self._start.epochs if self._start else "?"
-            self._println(f"epoch {event.epoch}/{total} step {event.step} | {format_metrics(event.logs)}{rate} | "
-                          f"{format_duration(event.elapsed)}{eta}")
+            where = (position_text(self._start, event.step, event.epoch, sep=" ") if self._start
+                     else f"epoch {event.epoch} step {event.step}")
+            self._println(f"{where} | {format_metrics(event.logs)}{rate} | {format_duration(event.elapsed)}{eta}")
         elif isinstance(event, ev.Sample):
             self._println(f"sample at step {event.step}:\n{event.prompt}{event.text}\n")
         elif isinstance(event, ev.Control):
@@ -102,7 +104,8 @@ class TextSink:
 
     def _progress_line(self, p: ev.Progress) -> str:
         unit = self._start.unit if self._start else "examples"
-        total = self._start.epochs if self._start else "?"
+        where = (position_text(self._start, p.step, p.epoch, sep=" ") if self._start
+                 else f"epoch {p.epoch} step {p.step}/{p.steps_total}")
         shown = format_metrics(p.metrics, ("loss", "accuracy"))
-        return (f"epoch {p.epoch}/{total} step {p.step}/{p.steps_total} | {shown}"
+        return (f"{where} | {shown}"
                 f" | {format_rate(p.units_per_s, unit)} | {format_duration(p.elapsed)} ETA {format_duration(p.eta)}")

@@ -74,6 +74,7 @@ def accuracy(logits, labels):
 
 
 def binary_accuracy(logits, labels):
+    """Fraction of labels on the logit's side of 0 (0/1 labels, one logit each)."""
     labels = _align(labels, logits)
     return _per_example(((logits > 0) == (labels > 0.5)).astype(jnp.float32))
 
@@ -116,7 +117,7 @@ def resolve_loss(loss, y, output_shape, task) -> tuple[str, LossFn, dict[str, Lo
         loss = infer_loss_name(y, output_shape, task)
     if callable(loss):
         name = getattr(loss, "__name__", "loss")
-        return name, _wrap_user_loss(loss), {}
+        return name, per_example_fn(loss, name), {}
     if loss not in LOSSES:
         raise ConfigError(f"Unknown loss {loss!r}; use one of {', '.join(LOSSES)} or a callable.")
     return loss, LOSSES[loss], METRICS_FOR_LOSS[loss]
@@ -137,8 +138,8 @@ def smoothed(loss_fn: LossFn, smoothing: float) -> LossFn:
     return per_example
 
 
-def _wrap_user_loss(fn: LossFn) -> LossFn:
-    """A user loss may return per-example values or a scalar mean; a scalar is spread over the batch."""
+def per_example_fn(fn: LossFn, name: str) -> LossFn:
+    """A user's loss or metric may return per-example values or a scalar mean; a scalar is spread over the batch."""
 
     def per_example(outputs, labels):
         value = jnp.asarray(fn(outputs, labels))
@@ -146,7 +147,7 @@ def _wrap_user_loss(fn: LossFn) -> LossFn:
             return jnp.broadcast_to(value, (outputs.shape[0],))
         return _per_example(value)
 
-    per_example.__name__ = getattr(fn, "__name__", "loss")
+    per_example.__name__ = name
     return per_example
 
 
