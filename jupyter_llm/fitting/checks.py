@@ -89,7 +89,9 @@ def check_outputs(model, dataset, loss_name: str, out_shape: tuple) -> None:
     if loss_name != "cross_entropy":
         return
     name, classes = type(model).__name__, out_shape[-1]
-    vocab = dataset.vocab_size if isinstance(dataset, TextCorpus) else dataset.meta.get("vocab_size")
+    per_token = isinstance(dataset, TextCorpus) or len(out_shape) > 2  # next-token scores at every position
+    vocab = (dataset.vocab_size if isinstance(dataset, TextCorpus) else dataset.meta.get("vocab_size")) \
+        if per_token else None  # (a text classifier's vocabulary is its input's, not its outputs')
     if vocab is not None and vocab > classes:  # a corpus, or rows of tokens (jl.datasets.instructions)
         what = "corpus" if isinstance(dataset, TextCorpus) else "data's tokenizer"
         raise ModelError(f"{name} predicts {classes} tokens but the {what} has a vocabulary of {vocab}; build it "
