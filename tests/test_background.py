@@ -228,7 +228,8 @@ def test_the_interpreter_exits_while_a_fit_runs_in_the_background(tmp_path):
         proc.kill()
     took = time.monotonic() - t_exit
     assert code == 0, proc.stderr.read()[-2000:]
-    assert line.strip() == "training True" and took < 10, (line, took, time.monotonic() - t0)
+    # a hang never ends (the wait's 60 s); a clean exit takes 1-3 s on a quiet machine, 12 s was seen on a busy one
+    assert line.strip() == "training True" and took < 30, (line, took, time.monotonic() - t0)
 
 
 def test_stop_writes_a_checkpoint_that_resume_continues_exactly(tmp_path):
