@@ -77,14 +77,14 @@ def test_cnn_pooling_rounds_odd_sides_up_and_keeps_where_features_are():
 
 def test_cnn_beats_the_mlp_on_the_digits():
     """Same data, settings and seed: the default CNN's held-out accuracy beats the first lesson's MLP by a clear
-    margin (seen at seeds 0, 1, 2: 0.986, 0.976, 0.990 against 0.955, 0.948, 0.965)."""
+    margin (seen at seeds 0, 1, 2: 0.986, 0.990, 0.993 against 0.955, 0.948, 0.965)."""
     import jupyter_llm as jl
 
     data = jl.datasets.load("digits")
     options = dict(epochs=10, batch_size=32, lr=1e-3, val_split=0.2, seed=0, display="none")
     cnn = jl.fit(CNN(in_channels=1, num_classes=10, rngs=nnx.Rngs(0)), data, **options)
     mlp = jl.fit(jl.models.MLP(in_features=64, hidden=[128], num_classes=10, rngs=nnx.Rngs(0)), data, **options)
-    assert cnn.history["val_accuracy"][-1] > mlp.history["val_accuracy"][-1] + 0.015
+    assert cnn.history["val_accuracy"][-1] > mlp.history["val_accuracy"][-1] + 0.02
 
 
 def test_unknown_activation_lists_valid_names():

@@ -1,10 +1,12 @@
 """CNN: the second model of every course: a few conv + pool stages, then a small dense head.
 
 Two choices make it both accurate and quick on a CPU (measured with `benchmarks/cnn.py`):
-- The head keeps *where* features are: the last feature map is average-pooled onto a fixed grid of cells (3x3 by
-  default) and flattened, as the classic convnet's flatten does, while still taking any image size. Global average
-  pooling (`grid=1`, this model's old head) keeps only *which* features occur: after two small stages that is a bag
-  of strokes, and the MNIST fit of the issue reached 0.81 held-out accuracy with it against the MLP's 0.95.
+- The head keeps *where* features are: the last feature map is average-pooled onto a fixed grid of cells (7x7 by
+  default: a 28x28 image's map exactly, so there it is the classic convnet's flatten) and flattened, while still
+  taking any image size. Global average pooling (`grid=1`, this model's old head) keeps only *which* features occur:
+  after two small stages that is a bag of strokes, and the MNIST fit of the issue reached 0.81 held-out accuracy
+  with it against the MLP's 0.95. On Fashion-MNIST (8,000 to train, 2,000 held out, 5 epochs, seed 0) a 3x3 grid
+  reached 0.841, a 7x7 grid 0.873.
 - Each 3x3 convolution is one matmul of the image's 3x3 patches (`conv3x3`), with `nnx.Conv`'s own weights. XLA:CPU
   runs a native convolution inside a loop about 15x slower than outside it (a train step at batch 32 on 28x28
   images: 183 against 12.6 ms of CPU time), and jl.fit runs several steps per dispatch in a loop; matmuls keep their
@@ -96,7 +98,7 @@ class CNN(nnx.Module):
         dropout: float = 0.0,
         *,
         pool: str = "max",
-        grid: int = 3,
+        grid: int = 7,
         rngs: nnx.Rngs,
     ):
         if pool not in _POOLS:
