@@ -20,7 +20,7 @@ import tempfile
 
 import common
 
-SCRIPTS = ("matmul", "mlp", "display", "rerun", "memory", "gpt")
+SCRIPTS = ("matmul", "mlp", "cnn", "display", "rerun", "memory", "gpt")
 
 
 def extra(p):

@@ -29,6 +29,8 @@ _TOP_K = re.compile(r"top_?(\d+)")
 DISPLAYS = ("auto", "widget", "html", "text", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("constant", "cosine", "exponential", "step", "onecycle")
+AUGMENTATIONS = ("shift", "flip", "rotate", "noise")  # data/augment.py makes them; `auto` is AUGMENT_AUTO
+AUGMENT_AUTO = ("shift",)  # what suits any image: a flip changes a digit's class, rotation and noise are mild help
 MAX_SEED = 2**63 - 1  # jax.random.key takes a C long: a larger seed ends in an OverflowError deep in the fit
 MAX_INT32 = 2**31 - 1  # counts that reach the compiled step as int32 arguments
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # training computes in float32: beyond this a value becomes inf
@@ -73,6 +75,9 @@ class FitConfig:
                               "mae, cross_entropy, none; jl.fit also takes callables(outputs, labels) or a dict "
                               "name -> callable", unset="accuracy for a classification loss")
     label_smoothing: float = _opt(0.0, "label smoothing for cross-entropy")
+    augment: str | None = _opt(None, "random changes to each training image, made on the device from --seed: "
+                                     "comma-separated shift, flip, rotate, noise (each may take =AMOUNT: pixels, "
+                                     "degrees, a fraction of the pixels' std), or auto (shift)", unset="off")
     val_split: float = _opt(0.0, "fraction of train held out for validation when the data has no validation split")
     eval_every: int | None = _opt(None, "evaluate every N steps", unset="at the end of each epoch")
     eval_batches: int | None = _opt(None, "evaluate on at most this many validation batches", unset="all")
@@ -161,6 +166,7 @@ class FitConfig:
         object.__setattr__(self, "mesh", _mesh_text(self.mesh))
         object.__setattr__(self, "changes", _changes(self.changes))
         object.__setattr__(self, "metrics", metrics_spec(self.metrics))
+        object.__setattr__(self, "augment", _augment_text(self.augment))
         _check_choice(self, "optimizer", OPTIMIZERS, allow_object=True)
         _check_choice(self, "loss", LOSSES, allow_object=True, allow_none=True)
         _check_choice(self, "display", DISPLAYS)
@@ -176,6 +182,14 @@ class FitConfig:
         if self.mesh is None:
             return None
         return {axis: int(n) for axis, n in (part.split("=") for part in self.mesh.split(","))}
+
+    @property
+    def augment_spec(self) -> tuple[tuple[str, float | None], ...]:
+        """--augment as (name, amount) pairs in the order given, amount None for the default; () when off."""
+        if self.augment is None:
+            return ()
+        return tuple((name, float(amount) if amount else None)
+                     for name, _, amount in (part.partition("=") for part in self.augment.split(",")))
 
     @property
     def monitor_mode(self) -> str:
@@ -360,6 +374,47 @@ def _mesh_text(mesh) -> str | None:
             raise ConfigError(f"--mesh {axis}={size}: a mesh axis has at least 1 device.")
         sizes[axis] = size
     return ",".join(f"{a}={sizes.get(a, 1)}" for a in MESH_AXES)
+
+
+def _augment_text(augment) -> str | None:
+    """--augment as its one spelling ('shift,noise=0.2'; None when off), every name and amount checked."""
+    example = "e.g. --augment shift,noise or --augment shift=2,rotate=15 (shift, flip, rotate, noise, or auto)"
+    if augment is None or augment is False:
+        return None
+    if not isinstance(augment, str):
+        raise ConfigError(f"--augment takes comma-separated names, {example}; got {type(augment).__name__}.")
+    text = augment.strip().lower()
+    if text in ("", "off", "none"):
+        return None
+    parts = []
+    for part in text.replace(" ", "").split(","):
+        name, eq, amount = part.partition("=")
+        if name == "auto" and not eq:
+            parts += [p for p in AUGMENT_AUTO if p not in [q.partition("=")[0] for q in parts]]
+            continue
+        if name not in AUGMENTATIONS:
+            close = difflib.get_close_matches(name, [*AUGMENTATIONS, "auto"], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"--augment has no {name!r}.{hint} Use {example}.")
+        if name in [q.partition("=")[0] for q in parts]:
+            raise ConfigError(f"--augment names {name} twice; {example}.")
+        if eq:
+            if name == "flip":
+                raise ConfigError("--augment flip takes no amount: it mirrors half the images left to right.")
+            try:
+                value = float(amount)
+            except ValueError:
+                raise ConfigError(f"--augment {part!r}: {amount!r} is not a number; {example}.") from None
+            if not (math.isfinite(value) and value > 0) or (name == "shift" and not value.is_integer()):
+                unit = {"shift": "a whole number of pixels", "rotate": "degrees", "noise": "a fraction of the "
+                        "pixels' standard deviation"}[name]
+                raise ConfigError(f"--augment {part!r}: the amount must be positive, {unit}.")
+            if name == "rotate" and value > 180:
+                raise ConfigError(f"--augment {part!r}: at most 180 degrees either way.")
+            parts.append(f"{name}={value:g}")
+        else:
+            parts.append(name)
+    return ",".join(parts)
 
 
 def _describe(obj) -> str:

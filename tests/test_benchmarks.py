@@ -12,9 +12,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
-WORKLOADS = ("matmul f32", "MLP b32: jl.fit vs hand scan", "MLP b32: jl.fit vs Keras", "display overhead b32:",
-             "display overhead b32, background fit:", "background fit vs foreground", "re-run start",
-             "peak RSS: jl.fit vs hand jit", "GPT char: jl.fit vs")
+WORKLOADS = ("matmul f32", "MLP b32: jl.fit vs hand scan", "MLP b32: jl.fit vs Keras", "CNN b32: jl.models.CNN vs",
+             "CNN held-out accuracy", "display overhead b32:", "display overhead b32, background fit:",
+             "background fit vs foreground", "re-run start", "peak RSS: jl.fit vs hand jit", "GPT char: jl.fit vs")
 
 
 @pytest.fixture

@@ -53,6 +53,40 @@ def test_cnn_options():
     assert forward(model, jnp.ones((2, 9, 7, 3))).shape == (2, 4)
 
 
+def test_cnn_patch_convolution_is_nnx_conv():
+    """The CNN's 3x3 convolutions are matmuls of patches (XLA:CPU runs native convolutions slowly inside jl.fit's
+    loop of steps) with nnx.Conv's weights: the same outputs as nnx.Conv itself."""
+    from jupyter_llm.models.cnn import conv3x3
+
+    conv = nnx.Conv(3, 5, (3, 3), padding="SAME", rngs=nnx.Rngs(1))
+    conv.bias[...] = jnp.arange(5.0)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 6, 3)), jnp.float32)
+    np.testing.assert_allclose(conv3x3(x, conv.kernel[...], conv.bias[...]), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_cnn_pooling_rounds_odd_sides_up_and_keeps_where_features_are():
+    from jupyter_llm.models.cnn import grid_pool, pool2x2
+
+    x = jnp.arange(2 * 5 * 5 * 1, dtype=jnp.float32).reshape(2, 5, 5, 1)
+    assert pool2x2(x).shape == (2, 3, 3, 1) and float(pool2x2(x)[0, 0, 0, 0]) == 6.0
+    np.testing.assert_array_equal(pool2x2(x, "avg")[0, 2, 2], x[0, 4, 4])  # the extended corner averages itself
+    cells = grid_pool(jnp.ones((1, 7, 7, 2)).at[0, :2, :2].set(0.0), 3)
+    assert cells.shape == (1, 18) and float(cells[0, 0]) < 1.0 and float(cells[0, -1]) == 1.0
+    assert grid_pool(x, 1).shape == (2, 1) and float(grid_pool(x, 1)[0, 0]) == float(x[0].mean())
+
+
+def test_cnn_beats_the_mlp_on_the_digits():
+    """Same data, settings and seed: the default CNN's held-out accuracy beats the first lesson's MLP by a clear
+    margin (seen at seeds 0, 1, 2: 0.986, 0.990, 0.993 against 0.955, 0.948, 0.965)."""
+    import jupyter_llm as jl
+
+    data = jl.datasets.load("digits")
+    options = dict(epochs=10, batch_size=32, lr=1e-3, val_split=0.2, seed=0, display="none")
+    cnn = jl.fit(CNN(in_channels=1, num_classes=10, rngs=nnx.Rngs(0)), data, **options)
+    mlp = jl.fit(jl.models.MLP(in_features=64, hidden=[128], num_classes=10, rngs=nnx.Rngs(0)), data, **options)
+    assert cnn.history["val_accuracy"][-1] > mlp.history["val_accuracy"][-1] + 0.02
+
+
 def test_unknown_activation_lists_valid_names():
     with pytest.raises(ConfigError, match="relu.*gelu.*tanh.*sigmoid"):
         get_activation("swish-ish")

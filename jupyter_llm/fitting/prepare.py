@@ -18,6 +18,7 @@ from flax import nnx
 
 from jupyter_llm import events as ev
 from jupyter_llm.config import FitConfig
+from jupyter_llm.data.augment import Augment, seed_key
 from jupyter_llm.data.sources import ArraySource, WindowSource, block_size_for
 from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ConfigError
@@ -81,6 +82,7 @@ class PreparedFit:
                           inferred=config.loss is None, out_shape=out_shape, out_dtype=out_dtype, y=y,
                           labels_given_as=getattr(dataset, "meta", {}).get("labels_given_as"))
         checks.check_sampling(config, model, dataset)
+        self.augment = self._make_augment()
         train_loss_fn = self.loss_fn
         if config.label_smoothing:
             if self.loss_name != "cross_entropy":
@@ -95,7 +97,7 @@ class PreparedFit:
         self.step = Step(self.graphdef_train, self.graphdef_eval, self.optimizer, self.loss_fn, self.metrics,
                          train_loss_fn=train_loss_fn, platform=self.layout.platform,
                          compute_dtype=jnp.bfloat16 if self.precision == "bf16" else None,
-                         trainable=self.trainable)
+                         trainable=self.trainable, augment=self.augment)
         self._set_dispatch()
         self.data_key = jax.random.fold_in(jax.random.key(config.seed), 1)
         self.program = None  # after compile()
@@ -108,6 +110,16 @@ class PreparedFit:
             return WindowSource(self.dataset, c.batch_size, block, self.layout, steps_per_epoch=per_epoch,
                                 eval_batches=c.eval_batches)
         return ArraySource(self.dataset, c.batch_size, self.layout)
+
+    def _make_augment(self) -> Augment | None:
+        """--augment for this data: images only (checked here, before any work)."""
+        spec = self.config.augment_spec
+        if not spec:
+            return None
+        if isinstance(self.source, WindowSource):
+            raise ConfigError("--augment changes images; a language model's windows are token ids. Leave it off.")
+        x = self.source.example
+        return Augment.from_spec(spec, x.shape[1:], x.dtype)
 
     def _set_dispatch(self) -> None:
         """How many steps each compiled call runs, and so how an epoch is cut into calls."""
@@ -169,7 +181,10 @@ class PreparedFit:
         """The optimizer's numbers as the compiled step takes them: float32 scalars on the device; `changed` holds
         those set while the fit runs (clip, weight_decay)."""
         numbers = {**self.optimizer.hyper, **(changed or {}), "scale": scale}
-        return self.layout.put({k: np.float32(v) for k, v in numbers.items()})
+        hyper = {k: np.float32(v) for k, v in numbers.items()}
+        if self.augment is not None:  # not a number: the seed's key data, from which each step draws
+            hyper["augment_key"] = np.asarray(seed_key(self.config.seed))
+        return self.layout.put(hyper)
 
     def lr_at(self, step: int, scale: float) -> float:
         """The learning rate of the update at `step`, from the same formula the compiled step uses."""

@@ -71,7 +71,7 @@ def cache_key(prepared) -> tuple:
     plans = tuple((k, tuple(p[0].shape)) for k, p in src.eval_plans.items())
     return (prepared.graphdef_train, prepared.graphdef_eval, prepared.trainable, prepared.optimizer.key,
             prepared.loss_name,
-            c.label_smoothing, c.skip_nonfinite, prepared.precision,
+            c.label_smoothing, c.skip_nonfinite, prepared.precision, prepared.augment,
             id(prepared.loss_fn) if callable(c.loss) else 0,  # a user's loss: that function; a named one: its name
             metrics_key(c.metrics),
             type(src), getattr(src, "block_size", None), prepared.steps_per_dispatch, c.batch_size,

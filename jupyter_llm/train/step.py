@@ -4,7 +4,8 @@ Everything that runs a model for training or evaluation goes through `Step`: the
 path (train/chunk.py) call the same `Step.__call__`, and evaluation calls `Step.evaluate`, so a loss, a metric, a
 precision or an optimizer means the same thing on every path. `batch` is `(x, y, w)`: inputs, labels and per-example
 weights (0 for the padding that fills an epoch's last batch). `hyper` holds the optimizer's numbers (the schedule's,
-the clipping norm, the weight decay, the plateau scale: `train/optim.py`) as arguments, not constants of the program.
+the clipping norm, the weight decay, the plateau scale: `train/optim.py`) as arguments, not constants of the program,
+and with --augment the key data of the fit's seed (`augment_key`), from which each step draws its batch's changes.
 
 The metrics are *sums* over the batch's examples (with `count`, their weight), so chunks and epochs add them up and
 divide once. `finite` says whether the loss was finite; the caller decides what a non-finite step means.
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jupyter_llm.data.augment import batch_key
 from jupyter_llm.train.flat_matmuls import flat_matmuls
 from jupyter_llm.train.state import ALL_PARAMS, TrainState
 
@@ -49,15 +51,17 @@ class Step:
     with label smoothing); the metrics report the plain `loss_fn`. `platform` picks the measures measured to help
     there (the 2-D matmul rewrite on XLA:CPU only; GPUs and TPUs fuse their own). `trainable` is the filter the
     state was split by (`train/state.py`): what it leaves out is carried through in `rest`, never differentiated.
+    `augment` (data/augment.py) changes each training batch from a key of the seed and the step; never evaluation.
     """
 
     def __init__(self, graphdef_train, graphdef_eval, optimizer, loss_fn, metrics: dict, *, train_loss_fn=None,
-                 compute_dtype=None, platform: str = "cpu", trainable=ALL_PARAMS):
+                 compute_dtype=None, platform: str = "cpu", trainable=ALL_PARAMS, augment=None):
         self.graphdef_train, self.graphdef_eval = graphdef_train, graphdef_eval
         self.optimizer, self.loss_fn, self.metrics = optimizer, loss_fn, metrics
         self.train_loss_fn = train_loss_fn or loss_fn
         self.compute_dtype = compute_dtype
         self.trainable = trainable
+        self.augment = augment
         self.names = ("loss", *metrics)
         self._forward = flat_matmuls(self._train_forward) if platform == "cpu" else self._train_forward
 
@@ -108,6 +112,8 @@ class Step:
         """One optimizer step, unchecked: (advanced state, metric sums with `finite`, and with `grad_norm` and
         `update_ratio` when `measure`). `lr`: the step's learning rate when the caller computed it already."""
         x, y, w = batch
+        if self.augment is not None:
+            x = self.augment(batch_key(hyper["augment_key"], state.step), x)
         wsum = jnp.sum(w)
         xc = self._lowered(x)
 
