@@ -201,9 +201,9 @@ notebook("training_troubles", [
        "Eight sigmoid layers shrink the gradient at every layer (the sigmoid's slope is at most 1/4), so the first "
        "layers hardly move; the same network with ReLU trains. The history's `grad_norm` is the global gradient "
        "norm, computed inside the compiled step; below, the gradient of each layer shows where it vanishes."),
-    code("%%train --epochs $epochs --lr 0.1 --optimizer sgd --val-split 0.2 --out sigmoid_run --display text\n"
+    code("%%train --epochs $epochs --lr 0.1 --optimizer sgd --val-split 0.2 --out sigmoid_run\n"
          "model = deep_mlp(\"sigmoid\")"),
-    code("%%train --epochs $epochs --lr 0.1 --optimizer sgd --val-split 0.2 --out relu_run --display text\n"
+    code("%%train --epochs $epochs --lr 0.1 --optimizer sgd --val-split 0.2 --out relu_run\n"
          "model = deep_mlp(\"relu\")"),
     code("import jax.numpy as jnp\n"
          "import optax\n\n"
@@ -229,9 +229,9 @@ notebook("training_troubles", [
        "step, stops, and keeps the last finite weights — or every ReLU dies and the network is left at chance. "
        "Which one depends on the seed. Clipping the gradient's global norm to 0.1 bounds every step, and the same "
        "learning rate trains."),
-    code("%%train --epochs $epochs --lr 3.0 --optimizer sgd --val-split 0.2 --out exploding_run --display text\n"
+    code("%%train --epochs $epochs --lr 3.0 --optimizer sgd --val-split 0.2 --out exploding_run\n"
          "model = deep_mlp(\"relu\", width=256)"),
-    code("%%train --epochs $epochs --lr 3.0 --optimizer sgd --clip 0.1 --val-split 0.2 --out clipped_run --display text\n"
+    code("%%train --epochs $epochs --lr 3.0 --optimizer sgd --clip 0.1 --val-split 0.2 --out clipped_run\n"
          "model = deep_mlp(\"relu\", width=256)"),
     code("exploded = exploding_run.history.get(\"val_accuracy\", [float(\"nan\")])[-1]  # nan: stopped before any evaluation\n"
          "clipped = clipped_run.history[\"val_accuracy\"][-1]\n"
@@ -245,10 +245,10 @@ notebook("training_troubles", [
        "`--keep-best` ends the fit and restores the weights of its best evaluation."),
     code("x, y = data.train\n"
          "small = {\"train\": (x[:150], y[:150]), \"validation\": (x[1000:], y[1000:]), \"test\": data.test}"),
-    code("%%train --data small --epochs 200 --lr 3e-3 --batch-size 16 --out overfit_run --display text\n"
+    code("%%train --data small --epochs 200 --lr 3e-3 --batch-size 16 --out overfit_run\n"
          "model = jl.models.MLP(in_features=64, hidden=[512, 512], num_classes=10, rngs=nnx.Rngs(0))"),
     code("%%train --data small --epochs 200 --lr 3e-3 --batch-size 16 --optimizer adamw --weight-decay 0.05 "
-         "--early-stop 10 --keep-best --out regular_run --display text\n"
+         "--early-stop 10 --keep-best --out regular_run\n"
          "model = jl.models.MLP(in_features=64, hidden=[512, 512], num_classes=10, dropout=0.5, rngs=nnx.Rngs(0))"),
     code("import numpy as np\n"
          "for name, r in [(\"plain\", overfit_run), (\"dropout + wd + early stop\", regular_run)]:\n"
@@ -273,9 +273,9 @@ notebook("training_troubles", [
          "for i, (r, c) in enumerate(rng.integers(0, 5, (len(x), 2))):  # a random place for each digit\n"
          "    canvas[i, r:r + 8, c:c + 8] = x[i]\n"
          "wandering = {\"train\": (canvas[:300], y[:300]), \"validation\": (canvas[300:], y[300:])}"),
-    code("%%train --data wandering --epochs 60 --lr 3e-3 --out still_run --display text\n"
+    code("%%train --data wandering --epochs 60 --lr 3e-3 --out still_run\n"
          "model = jl.models.CNN(channels=(16, 32), hidden=64, rngs=nnx.Rngs(0))"),
-    code("%%train --data wandering --epochs 60 --lr 3e-3 --augment shift --out shifted_run --display text\n"
+    code("%%train --data wandering --epochs 60 --lr 3e-3 --augment shift --out shifted_run\n"
          "model = jl.models.CNN(channels=(16, 32), hidden=64, rngs=nnx.Rngs(0))"),
     code("gaps = {}\n"
          "for name, r in [(\"no augmentation\", still_run), (\"--augment shift\", shifted_run)]:\n"
