@@ -43,6 +43,7 @@ import sys
 import tempfile
 
 import common
+from memory import rss_mb  # the one reading of /proc's resident set
 
 SEED = 0
 RANK, ALPHA = 8, 16.0
@@ -61,14 +62,6 @@ def shapes(mode: str) -> dict:
 
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-
-
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-    except OSError:
-        return float("nan")
 
 
 def batch(s: dict):

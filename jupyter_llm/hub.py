@@ -116,13 +116,13 @@ def _announced_fetch(name: str, filename: str, folder: Path, what: str) -> Path:
     announces for it (an LFS file's SHA-256, a small file's git object id), which is then recorded beside the cached
     file so every later load is checked against it, offline too. That guards against a truncated download and a
     damaged cache, not against a Hub serving the wrong file: a pin does that, so the digest is printed to pin."""
-    record = folder / f".{filename}.digest.json"
+    record, ckpt = folder / f".{filename}.digest.json", checkpoint(name)
     if record.is_file():
         algorithm, digest = _read_record(record)
     else:
         announced = announced_digest(url(name, filename))
         if announced is None:
-            page = f"{DEFAULT_ENDPOINT}/{checkpoint(name).repo}/tree/{checkpoint(name).revision}"
+            page = f"{DEFAULT_ENDPOINT}/{ckpt.repo}/tree/{ckpt.revision}"
             raise PretrainedError(
                 f"The SHA-256 of {what} is not pinned in this version of jupyter_llm and the Hub announced none to "
                 f"check the download against, and an unchecked download is never loaded. Download config.json and "
@@ -134,7 +134,7 @@ def _announced_fetch(name: str, filename: str, folder: Path, what: str) -> Path:
     if not record.is_file():
         download.write_atomically(record, json.dumps({"algorithm": algorithm, "digest": digest}))
         print(f"jupyter_llm: {what} is not pinned in this version; it matched the {algorithm} the Hub announced "
-              f"for commit {checkpoint(name).revision[:12]}: {digest}", file=sys.stderr)
+              f"for commit {ckpt.revision[:12]}: {digest}", file=sys.stderr)
     return path
 
 
