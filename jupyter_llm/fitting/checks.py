@@ -1,7 +1,8 @@
 """What a user can get wrong about a model, its data and its loss, checked abstractly before any work starts.
 
-Each check traces shapes only (`jax.eval_shape`), so a model that cannot take the data, a loss that cannot take the
-model's outputs or labels out of the model's range are reported in the user's terms, not as an XLA error mid-fit.
+Each check traces shapes only (`jax.eval_shape`, `jax.make_jaxpr`), so a model that cannot take the data, a loss
+that cannot take the model's outputs or labels out of the model's range are reported in the user's terms, not as an
+XLA error mid-fit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from jupyter_llm.data.coerce import check_class_labels
 from jupyter_llm.data.text import TextCorpus
 from jupyter_llm.errors import ConfigError, DataError, JupyterLLMError, ModelError
 from jupyter_llm.train.losses import LOSSES, check_labels_fit
+from jupyter_llm.train.primitives import primitive_names
 from jupyter_llm.train.state import count_params
 
 
@@ -33,7 +35,8 @@ def check_trainable(model, params) -> None:
 
 
 def check_model_input(model, graphdef_eval, params, rest, example: np.ndarray):
-    """The model applied, abstractly, to two examples: (output shape, output dtype)."""
+    """The model applied, abstractly, to two examples: (output shape, output dtype, the names of the primitives its
+    forward pass uses)."""
     name = type(model).__name__
     in_features = getattr(model, "in_features", None)
     per_example = int(np.prod(example.shape[1:]))
@@ -43,7 +46,8 @@ def check_model_input(model, graphdef_eval, params, rest, example: np.ndarray):
                          f"in_features={per_example}, or reshape the data.")
     spec = jax.ShapeDtypeStruct(example.shape, example.dtype)
     try:
-        out = jax.eval_shape(lambda p, r, xb: nnx.merge(graphdef_eval, p, r)(xb), params, rest, spec)
+        traced, out = jax.make_jaxpr(lambda p, r, xb: nnx.merge(graphdef_eval, p, r)(xb), return_shape=True)(
+            params, rest, spec)
     except JupyterLLMError:
         raise
     except Exception as exc:  # noqa: BLE001 - the model cannot take this input: say both shapes
@@ -56,7 +60,7 @@ def check_model_input(model, graphdef_eval, params, rest, example: np.ndarray):
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise ModelError(f"{name} returns {out.dtype} outputs; a model must return floating-point values (logits, "
                          "scores or predictions) for a loss to differentiate.")
-    return tuple(out.shape), out.dtype
+    return tuple(out.shape), out.dtype, primitive_names(traced)
 
 
 def check_loss(loss_name: str, loss_fn, metrics: dict, *, user_loss: bool, inferred: bool, out_shape: tuple,

@@ -32,6 +32,7 @@ from jupyter_llm.train.losses import resolve_loss, smoothed
 from jupyter_llm.train.metrics import output_kind, resolve_metrics
 from jupyter_llm.train.monitor import Monitor
 from jupyter_llm.train.optim import make_optimizer
+from jupyter_llm.train.primitives import CONVOLUTION
 from jupyter_llm.train.state import check_freeze, count_params, init_state, split_model, trainable_for
 from jupyter_llm.train.step import Step
 
@@ -70,8 +71,8 @@ class PreparedFit:
         self.layout = data_parallel(config.batch_size) if sizes is None else from_mesh(sizes, config.batch_size, model)
         checks.check_rows_context(config, model, dataset)
         self.source = self._make_source()
-        out_shape, out_dtype = checks.check_model_input(model, self.graphdef_eval, self.params, self.rest,
-                                                        self.source.example)
+        out_shape, out_dtype, self.primitives = checks.check_model_input(model, self.graphdef_eval, self.params,
+                                                                         self.rest, self.source.example)
         y = self.source.labels
         task = getattr(dataset, "task", None)
         self.loss_name, self.loss_fn, self.metrics = resolve_loss(config.loss, y, out_shape, task)
@@ -130,7 +131,7 @@ class PreparedFit:
         flops_estimate = 6.0 * count_params(nnx.state(self.model, nnx.Param)) * src.units_per_step
         self.steps_per_dispatch = loop_mod.choose_steps_per_dispatch(
             src.steps_per_epoch, flops_estimate, eval_every=self.eval_every, given=c.steps_per_dispatch,
-            on_cpu=self.layout.platform == "cpu")
+            on_cpu=self.layout.platform == "cpu", convolutions=CONVOLUTION in self.primitives)
         self.dispatches_per_epoch = -(-src.steps_per_epoch // self.steps_per_dispatch)
         self.padded_steps = self.dispatches_per_epoch * self.steps_per_dispatch
 
