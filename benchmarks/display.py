@@ -6,18 +6,21 @@ The live display is `display="widget"` (`WidgetSink`, plus the static report at 
 installed, else `display="text"` writing to a StringIO. Outside a kernel the widgets have no front end, so this
 measures the Python side of a redraw (formatting and trait updates), which is what runs on the training thread
 (in the background, the worker); sending the comm messages through a kernel's sockets is not in it.
-Batch 32 (the most events per second); the four fits of a repeat run back to back, their order rotated from repeat
-to repeat so a machine's drift and other processes' load fall on each alike; epochs 2..n are timed.
-On a 2-core machine the wall-time ratio of two fits moves by 10-30 % between repeats, more than the 2 % target, so
-further rows measure the display's own cost directly: the seconds spent inside the sink's `on` (all of the display's
-work happens there, on the training thread) as a fraction of the live fit's epoch time.
+Batch 32; the four fits of a repeat run back to back, their order rotated from repeat to repeat so a machine's drift
+and other processes' load fall on each alike; epochs 2..n are timed and a fit's time is its fastest epoch, as
+timeit takes the best of its repeats: a burst of other load on the machine lands on one epoch, not on the figure
+(with the mean over epochs, the same code read 0.96x in one run and 1.07x in the next on this 2-core machine).
+Every epoch redraws the display at its end; the chart (redrawn at most once a second) may miss the fastest epoch,
+which is why the rows below also give all of the display's work as a share of the epochs' time.
+On such a machine the wall-time ratio of two fits still moves by a few % between repeats, so further rows measure the
+display's own cost directly: the seconds spent inside the sink's `on` (all of the display's work happens there, on the
+training thread) as a fraction of the live fit's epoch time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import statistics
 import time
 
 import common
@@ -76,7 +79,7 @@ def fit_epochs(x, y, bs: int, epochs: int, mode: str, display: str) -> list[floa
 def main(argv=None):
     args = common.parse_args(__doc__.splitlines()[0], argv)
     n = common.pick(args, 2048, 60_000, 60_000)
-    epochs = common.pick(args, 2, 3, 4)
+    epochs = common.pick(args, 2, 3, 6)
     bs = 32
     x, y = mlp.make_data(n)
     display, sink_class = live_display()
@@ -92,8 +95,8 @@ def main(argv=None):
                 with seconds_inside(sink_class) as spent:
                     seconds = fit_epochs(x, y, bs, epochs, mode, display)
                 share[mode].append(spent[0] / sum(seconds))  # all display work over epochs 2..n: an upper bound
-            times[mode, which].append(statistics.mean(seconds))
-    note = f"{n:,} examples; epochs 2..{epochs} timed"
+            times[mode, which].append(min(seconds))
+    note = f"{n:,} examples; the fastest of epochs 2..{epochs}"
     rows = [common.Row(f"display overhead b{bs}: {name} vs none", "s/epoch", times["foreground", "live"],
                        times["foreground", "none"], 'display="none"', target=common.Target("ratio", "<=", 1.02),
                        note=note),
