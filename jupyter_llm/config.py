@@ -118,7 +118,8 @@ class FitConfig:
                      unset="every local device on data")
     seed: int = _opt(0, "seed of data order, validation split and dropout of built-in models")
     display: str = _opt("auto", "progress display: auto, widget, html, text or none", DISPLAYS)
-    steps_per_dispatch: int | None = _opt(None, "training steps per compiled call", unset="from the step's cost")
+    steps_per_dispatch: int | None = _opt(None, "training steps per compiled call",
+                                          unset="from the step's cost (1 for convolutions on a CPU)")
     report_every: float = _opt(0.25, "seconds between reads of the training metrics from the device")
 
     def __post_init__(self):

@@ -10,7 +10,8 @@ Two choices make it both accurate and quick on a CPU (measured with `benchmarks/
 - Each 3x3 convolution is one matmul of the image's 3x3 patches (`conv3x3`), with `nnx.Conv`'s own weights. XLA:CPU
   runs a native convolution inside a loop about 15x slower than outside it (a train step at batch 32 on 28x28
   images: 183 against 12.6 ms of CPU time), and jl.fit runs several steps per dispatch in a loop; matmuls keep their
-  speed there (9.6 ms for the same step shape with patch matmuls, in the loop or not).
+  speed there (9.6 ms for the same step shape with patch matmuls, in the loop or not). (A model with native
+  convolutions is run one step per call on a CPU instead, `train/primitives.py`: it loses the loop's gains.)
 - 2x2 max pooling is a reshape and a max. Flax's `max_pool` is XLA's reduce_window, whose gradient is a
   select-and-scatter that XLA:CPU runs slowly: in a train step at batch 32 on 28x28 images it took about a third of
   the time (with 'SAME' padding, as this model had, near half).
