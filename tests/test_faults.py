@@ -212,10 +212,12 @@ def assert_same_history(got: dict, expected: dict, what) -> None:
         assert got[key] == values, (what, key, got[key], values)
 
 
-def fire_on(child: Child, target: str, n: int, delay: float, action, after=None, job_name: str | None = None):
+def fire_on(child: Child, target: str, n: int, delay: float, action, after=None, job_name: str | None = None,
+            printed_after=None):
     """Call `action()` `delay` s after the child's n-th `target` line — "START", "P" (any phase), a phase name, or
     "phase/previous" (a phase entered right after `previous`) — counting only the lines of job `job_name` (when
-    given) that come after `after()` became true (when given)."""
+    given) that come after `after()` became true (when given), and only phase lines the child stamped later than
+    `printed_after()` (when given: a time.monotonic(), one clock for every process on Linux)."""
     count, lock, previous, current = [0], threading.Lock(), [None], [None]
     phase_name, _, after_phase = target.partition("/")
 
@@ -233,6 +235,8 @@ def fire_on(child: Child, target: str, n: int, delay: float, action, after=None,
         else:
             hit = False
         if not hit or (after is not None and not after()):
+            return
+        if printed_after is not None and (parts[0] != "P" or float(parts[1]) <= printed_after()):
             return
         with lock:
             count[0] += 1
@@ -475,25 +479,32 @@ def second_sigint_trial(i: int, variant: str, work: Path, cache: Path) -> dict:
 
     def first():
         sent["first"] = child.send(signal.SIGINT)
+        sent["first reached"] = time.monotonic()  # kill() has returned: the signal is pending in the child
 
     def second():
         sent["second"] = child.send(signal.SIGINT)
 
     def after_first():
-        return "first" in sent
+        return "first reached" in sent
+
+    def first_reached():
+        return sent["first reached"]
 
     # the first one after a committed checkpoint, during the training steps
     fire_on(child, "save", rng.randint(2, 3), rng.uniform(0.05, 0.15), first)
     # (Two signals sent back to back while the main thread is inside a device wait are one signal: Unix does not
-    # queue them and Python runs its handler once. So the second waits for the child's next line: its handler ran.)
+    # queue them and Python runs its handler once. So the second waits for a line the child's main thread printed
+    # after the first reached it: Python ran the handler before that line was written. A line merely read after the
+    # first was sent is not enough: it may have been printed before, and the two signals then merged.)
+    wait = dict(after=after_first, printed_after=first_reached)
     if variant == "at once":
-        fire_on(child, "P", 1, 0.0, second, after=after_first)
+        fire_on(child, "P", 1, 0.0, second, **wait)
     elif variant == "during the stop's save":
-        fire_on(child, "save", 1, 0.0, second, after=after_first)
+        fire_on(child, "save", 1, 0.0, second, **wait)
     elif variant == "while closing":
-        fire_on(child, "end", 1, 0.0, second, after=after_first)
+        fire_on(child, "end", 1, 0.0, second, **wait)
     else:
-        fire_on(child, "step", 1, rng.uniform(0.0, 0.2), second, after=after_first)  # from the stop's Progress
+        fire_on(child, "step", 1, rng.uniform(0.0, 0.2), second, **wait)  # from the stop's Progress
     return _second_result(child, name, sent, ckdir, variant)
 
 
