@@ -113,11 +113,9 @@ class Steering:
                 wanted, self._wanted = (self._wanted, []) if weights is not None else ([], self._wanted)
                 if wanted:
                     self._cond.release()  # the copy is dispatched without holding up the callers
+                    copy = None  # if making it fails, the callers get None: they wait for the fit's end, and its error
                     try:
                         copy = weights()
-                    except BaseException:
-                        copy = None  # the callers then wait for the fit's end, and its error
-                        raise
                     finally:
                         for ticket in wanted:
                             ticket.fill(None if copy is None else (step, copy))

@@ -20,7 +20,7 @@ from flax import nnx
 
 from jupyter_llm.config import LOSSES, OPTIMIZERS, FitConfig, config_fields
 from jupyter_llm.errors import ConfigError, DataError, ModelError
-from jupyter_llm.fitting.resume import _history_problem, _position_problem
+from jupyter_llm.fitting.resume import meta_problem
 from jupyter_llm.fitting.run import NoData, Run
 from jupyter_llm.fitting.save import data_tokenizer, weights_of
 from jupyter_llm.options import in_callers_idiom
@@ -88,14 +88,7 @@ def trained_on(directory) -> str | None:
 
 def _check_saved(arrays: dict, meta: dict) -> None:
     """What a load trusts in a step's meta agrees with its arrays (else the step is skipped as damaged)."""
-    why = _position_problem(meta.get("position"))
-    if why is None:
-        saved_step = arrays.get("step")
-        if saved_step is not None and int(saved_step) != meta["position"]["step"]:
-            why = (f"its position says step {meta['position']['step']} but its arrays were saved at step "
-                   f"{int(saved_step)}")
-        else:
-            why = _history_problem(meta.get("history"), meta.get("log"), meta["position"])
+    why = meta_problem(meta, arrays.get("step"))
     if why:
         raise ckpt.DamagedCheckpoint(why)
 

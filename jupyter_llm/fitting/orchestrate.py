@@ -172,7 +172,7 @@ def _weights_view(prepared, history, step: int, weights):
 
     return Run(model=nnx.merge(prepared.graphdef_eval, *weights), config=prepared.config, dataset=prepared.dataset,
                source=prepared.source, history_sink=history, chunks=prepared.program.chunks,
-               loss_name=prepared.loss_name, state=None, at_step=step)
+               loss_name=prepared.loss_name, output_kind=prepared.output_kind, state=None, at_step=step)
 
 
 def config_options(config: FitConfig) -> dict:

@@ -141,15 +141,21 @@ def _check_restored(state, meta: dict) -> None:
     the step is damaged (skipped with a warning, like a truncated file)."""
     from jupyter_llm.train.checkpoint import DamagedCheckpoint
 
-    why = _position_problem(meta.get("position"))
-    if why is None:
-        position = meta["position"]
-        if int(state.step) != position["step"]:
-            why = f"its position says step {position['step']} but its arrays were saved at step {int(state.step)}"
-        else:
-            why = _history_problem(meta.get("history"), meta.get("log"), position)
+    why = meta_problem(meta, state.step)
     if why:
         raise DamagedCheckpoint(why)
+
+
+def meta_problem(meta: dict, saved_step) -> str | None:
+    """What is wrong with a checkpoint step's meta, as a resume or a load trusts it (None if nothing): its position,
+    the step its arrays were saved at (`saved_step`; None where they do not say), its history."""
+    why = _position_problem(meta.get("position"))
+    if why is not None:
+        return why
+    position = meta["position"]
+    if saved_step is not None and int(saved_step) != position["step"]:
+        return f"its position says step {position['step']} but its arrays were saved at step {int(saved_step)}"
+    return _history_problem(meta.get("history"), meta.get("log"), position)
 
 
 def _whole(value, least: int = 0) -> bool:
